@@ -1,0 +1,16 @@
+"""Learning algorithms (installed as ``modrl.agents``), one per file, each with a typed config.
+
+``AGENTS`` maps the ``agent`` name used in configs to ``(ConfigClass, AgentClass)``.
+"""
+
+from __future__ import annotations
+
+from modrl.agents.ppo import PPO, PPOConfig
+from modrl.agents.reinforce import Reinforce, ReinforceConfig
+
+AGENTS: dict[str, tuple[type, type]] = {
+    "ppo": (PPOConfig, PPO),
+    "reinforce": (ReinforceConfig, Reinforce),
+}
+
+__all__ = ["AGENTS", "PPO", "PPOConfig", "Reinforce", "ReinforceConfig"]

@@ -1,0 +1,77 @@
+"""What every training algorithm shares: the batched env it runs on, its policy and optimiser,
+its position in training, and its checkpoint state. An algorithm subclasses
+:class:`OnPolicyAlgorithm` and writes ``train_iteration`` (one rollout + one update), readable
+top to bottom in its own file (``agents/ppo.py``, ``agents/reinforce.py``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from gymnasium.vector import AutoresetMode
+
+from modrl.networks import sample_categorical
+from modrl.rollout import EpisodeStats
+
+
+class NonFiniteLossError(RuntimeError):
+    """A loss became NaN or infinite; training stops and the last good checkpoint is kept."""
+
+
+def check_finite(losses: dict[str, torch.Tensor], global_step: int) -> None:
+    """Raise :class:`NonFiniteLossError` naming the first non-finite loss (one host sync)."""
+    stacked = torch.stack([v.detach().float() for v in losses.values()])
+    if not bool(torch.isfinite(stacked).all()):
+        bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v).all()}
+        raise NonFiniteLossError(f"non-finite loss at env step {global_step}: {bad}")
+
+
+class OnPolicyAlgorithm:
+    """Base of the on-policy algorithms; see the module docstring."""
+
+    policy: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+
+    def __init__(self, env, total_steps: int, steps_per_iteration: int):
+        if env.metadata.get("autoreset_mode") != AutoresetMode.SAME_STEP:
+            raise ValueError(
+                f"{type(self).__name__} needs an env with AutoresetMode.SAME_STEP, got {env.metadata.get('autoreset_mode')}"
+            )
+        self.env = env
+        self.device = env.device
+        env.check_actions = False  # actions are sampled from the policy's support
+        self.steps_per_iteration = steps_per_iteration
+        self.num_iterations = max(1, total_steps // steps_per_iteration)
+        self.iteration = 0
+        self.stats = EpisodeStats(self.device)
+        self.obs: torch.Tensor | None = None
+
+    @property
+    def global_step(self) -> int:
+        return self.iteration * self.steps_per_iteration
+
+    def start(self, seed: int) -> None:
+        """Reset the env with ``seed`` (a fresh run)."""
+        self.obs, _ = self.env.reset(seed=seed)
+
+    def train_iteration(self) -> dict[str, float]:
+        raise NotImplementedError
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        return sample_categorical(self.policy.logits(obs), deterministic)[0]
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "policy": self.policy.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
+            "iteration": self.iteration,
+            "obs": self.obs,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.policy.load_state_dict(state["policy"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.iteration = int(state["iteration"])
+        self.obs = state["obs"].to(self.device)

@@ -1,0 +1,167 @@
+"""The ``modrl`` command line.
+
+    modrl train [CONFIG.yaml] [--set key=value ...]    train (no CONFIG: the default job)
+    modrl train --resume RUN_DIR                       continue a run from its latest checkpoint
+    modrl eval RUN_DIR [--episodes N]                  evaluate a run's latest checkpoint
+    modrl bench ENV_ID [--num-envs N] [--device D]     random-action env steps/s
+    modrl list                                         environments, agents and configs
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from modrl.algorithm import NonFiniteLossError
+from modrl.checkpoint import CheckpointError
+from modrl.config import ConfigError
+from modrl.vec import EnvError
+
+
+def _configs_dir() -> Path | None:
+    """The repository's ``configs/`` (next to the package in a source or editable install), or ./configs."""
+    for candidate in (Path.cwd() / "configs", Path(__file__).resolve().parent.parent / "configs"):
+        if candidate.is_dir():
+            return candidate
+    return None
+
+
+def cmd_train(args) -> int:
+    from modrl.config import load_config
+    from modrl.trainer import train
+
+    command = shlex.join(["modrl", *sys.argv[1:]])
+    if args.resume:
+        if args.config or args.set:
+            raise ConfigError("--resume continues a run with its saved config; do not pass CONFIG or --set with it")
+        train(resume=args.resume, command=command)
+        return 0
+    cfg = load_config(args.config, args.set)
+    train(cfg, command=command)
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from modrl.evaluation import evaluate_run
+
+    result = evaluate_run(
+        args.run_dir,
+        episodes=args.episodes,
+        split=args.split,
+        deterministic=args.deterministic,
+        checkpoint=args.checkpoint,
+        device=args.device,
+    )
+    print(json.dumps(result))
+    return 0
+
+
+def bench_env(env_id: str, num_envs: int, device: str, steps: int, warmup: int = 10) -> float:
+    """Random-action steps/s of a batched modrl env (actions drawn on the device)."""
+    import gymnasium as gym
+
+    import modrl.envs  # noqa: F401
+
+    if env_id not in gym.registry or gym.registry[env_id].vector_entry_point is None:
+        raise ConfigError(f"unknown batched environment {env_id!r}; see `modrl list`")
+    env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=device)
+    env.check_actions = False
+    env.reset(seed=0)
+    n_actions = int(env.single_action_space.n)
+    gen = torch.Generator(device=env.device).manual_seed(1)
+    actions = torch.randint(0, n_actions, (steps + warmup, num_envs), generator=gen, device=env.device)
+    for t in range(warmup):
+        env.step(actions[t])
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    start = time.perf_counter()
+    for t in range(warmup, warmup + steps):
+        env.step(actions[t])
+    if env.device.type == "cuda":
+        torch.cuda.synchronize()
+    return steps * num_envs / (time.perf_counter() - start)
+
+
+def cmd_bench(args) -> int:
+    from modrl.trainer import check_device
+
+    check_device(args.device)
+    sps = bench_env(args.env_id, args.num_envs, args.device, args.steps)
+    print(json.dumps({"env": args.env_id, "num_envs": args.num_envs, "device": args.device, "steps_per_s": round(sps)}))
+    return 0
+
+
+def cmd_list(args) -> int:
+    import gymnasium as gym
+
+    import modrl.envs  # noqa: F401
+    from modrl.agents import AGENTS
+
+    print("environments (batched, gymnasium.make_vec(..., vectorization_mode='vector_entry_point')):")
+    for env_id in sorted(k for k in gym.registry if k.startswith("modrl/")):
+        print(f"  {env_id}")
+    print("agents:")
+    for name, (_, cls) in AGENTS.items():
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
+        print(f"  {name:12s} {doc}")
+    configs = _configs_dir()
+    print(f"configs ({configs}):" if configs else "configs: (no configs/ folder found)")
+    for path in sorted(configs.glob("*.yaml")) if configs else []:
+        print(f"  {path.name}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="modrl", description="Modular RL: train, evaluate and benchmark.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train an agent from a YAML config (default job without one)")
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/); omitted: the default job")
+    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. agent.learning_rate=1e-3")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
+    p.add_argument("run_dir")
+    p.add_argument("--episodes", type=int, default=1000)
+    p.add_argument("--split", default="train", help="task split to evaluate on (name of the results file)")
+    p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampled ones")
+    p.add_argument("--checkpoint", help="a specific checkpoint file instead of the latest")
+    p.add_argument("--device", help="override the run's device")
+    p.set_defaults(fn=cmd_eval)
+
+    p = sub.add_parser("bench", help="random-action simulation steps/s of a batched env")
+    p.add_argument("env_id")
+    p.add_argument("--num-envs", type=int, default=4096)
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--steps", type=int, default=200, help="batched steps to time")
+    p.set_defaults(fn=cmd_bench)
+
+    p = sub.add_parser("list", help="list environments, agents and configs")
+    p.set_defaults(fn=cmd_list)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.fn(args)
+    except (ConfigError, CheckpointError, EnvError, FileNotFoundError) as e:
+        print(f"modrl: error: {e}", file=sys.stderr)
+        return 2
+    except NonFiniteLossError as e:
+        print(f"modrl: error: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("modrl: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,121 @@
+"""Evaluating a trained run: a fixed number of episodes, split statically across the batch.
+
+Each env row runs a fixed quota of episodes (``episodes // num_envs``, the first rows one more),
+so short episodes are not over-represented (the bias SB3 #402 fixed in ``evaluate_policy``).
+Results carry 95% confidence intervals (normal approximation; Wilson for success rates).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from modrl.checkpoint import latest_checkpoint, load_checkpoint
+from modrl.config import run_config_from_dict
+
+Z95 = 1.959963984540054
+
+
+def wilson_interval(successes: float, n: int) -> tuple[float, float]:
+    """95% Wilson score interval of a binomial proportion."""
+    if n == 0:
+        return (float("nan"), float("nan"))
+    p = successes / n
+    denom = 1 + Z95**2 / n
+    centre = (p + Z95**2 / (2 * n)) / denom
+    half = Z95 * math.sqrt(p * (1 - p) / n + Z95**2 / (4 * n * n)) / denom
+    return (max(0.0, centre - half), min(1.0, centre + half))
+
+
+@torch.no_grad()
+def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = False) -> dict[str, Any]:
+    """Run ``episodes`` episodes of ``agent`` on the SAME_STEP batched ``env``; return summary stats."""
+    n = env.num_envs
+    quota = torch.full((n,), episodes // n, dtype=torch.long, device=env.device)
+    quota[: episodes % n] += 1
+    finished = torch.zeros(n, dtype=torch.long, device=env.device)
+    returns, lengths, successes = [], [], []
+    env.check_actions = False
+    obs, _ = env.reset(seed=seed)
+    max_steps = int(quota.max()) * env.max_episode_steps + 1
+    for _ in range(max_steps):
+        obs, _, _, _, info = env.step(agent.act(obs, deterministic))
+        counted = info["_episode"] & (finished < quota)
+        if bool(counted.any()):
+            ep = info["episode"]
+            returns.append(ep["r"][counted])
+            lengths.append(ep["l"][counted].float())
+            successes.append(ep["success"][counted].float())
+            finished += counted.long()
+            if bool((finished >= quota).all()):
+                break
+    r, l, s = (torch.cat(x).double().cpu() if x else torch.zeros(0, dtype=torch.float64) for x in (returns, lengths, successes))
+    count = int(r.numel())
+    std = float(r.std()) if count > 1 else 0.0
+    lo, hi = wilson_interval(float(s.sum()), count)
+    return {
+        "episodes": count,
+        "return_mean": float(r.mean()) if count else float("nan"),
+        "return_ci95": Z95 * std / math.sqrt(count) if count else float("nan"),
+        "success_rate": float(s.mean()) if count else float("nan"),
+        "success_ci95": [lo, hi],
+        "length_mean": float(l.mean()) if count else float("nan"),
+        "deterministic": deterministic,
+    }
+
+
+def evaluate_run(
+    run_dir: str | Path,
+    *,
+    episodes: int = 1000,
+    split: str = "train",
+    deterministic: bool = False,
+    checkpoint: str | Path | None = None,
+    device: str | None = None,
+    seed: int | None = None,
+) -> dict[str, Any]:
+    """Load a run's config and checkpoint, evaluate, write ``eval/<split>.json`` and TensorBoard
+    ``eval/<split>/*`` scalars, print a summary, and return the results."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    from modrl.trainer import check_device, make_agent, make_env
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"not a modrl run directory (no config.yaml): {run_dir}")
+    cfg = run_config_from_dict(yaml.safe_load(config_path.read_text()))
+    if device is not None:
+        cfg.device = device
+    check_device(cfg.device)
+    ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
+    ckpt = load_checkpoint(ckpt_path, map_location=cfg.device)
+    env = make_env(cfg.env, cfg.device, num_envs=min(cfg.env.num_envs, episodes))
+    agent = make_agent(cfg, env)
+    agent.policy.load_state_dict(ckpt["agent"]["policy"])
+    agent.policy.eval()
+    seed = cfg.seed + 1_000_003 if seed is None else seed
+    result = evaluate(agent, env, episodes, seed=seed, deterministic=deterministic)
+    result.update(split=split, checkpoint=str(ckpt_path), global_step=int(ckpt["global_step"]), env=cfg.env.id, seed=seed)
+
+    out = run_dir / "eval" / f"{split}.json"
+    out.parent.mkdir(exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n")
+    writer = SummaryWriter(str(run_dir))
+    for key in ("return_mean", "success_rate", "length_mean"):
+        writer.add_scalar(f"eval/{split}/{key}", result[key], result["global_step"])
+    writer.close()
+    lo, hi = result["success_ci95"]
+    print(
+        f"modrl eval [{split}] {result['episodes']} episodes at step {result['global_step']:,}: "
+        f"return {result['return_mean']:.3f} ± {result['return_ci95']:.3f}, "
+        f"success {result['success_rate']:.3f} [{lo:.3f}, {hi:.3f}], length {result['length_mean']:.1f}  → {out}",
+        file=sys.stderr,
+    )
+    return result

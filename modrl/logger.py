@@ -1,0 +1,78 @@
+"""TensorBoard logging (CleanRL tag names, env steps on the x-axis) and console progress."""
+
+from __future__ import annotations
+
+import math
+import sys
+from pathlib import Path
+from typing import Any
+
+from torch.utils.tensorboard import SummaryWriter
+from tqdm import tqdm
+
+
+def markdown_table(flat: dict[str, Any]) -> str:
+    rows = "\n".join(f"|{k}|{v}|" for k, v in flat.items())
+    return f"|param|value|\n|-|-|\n{rows}"
+
+
+def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in data.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, dict) and v:
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+class RunLogger:
+    """Scalars to TensorBoard under ``run_dir``; ``purge_step`` drops events past a resumed checkpoint."""
+
+    def __init__(self, run_dir: str | Path, purge_step: int | None = None):
+        self.writer = SummaryWriter(str(run_dir), purge_step=purge_step)
+
+    def hyperparameters(self, config: dict[str, Any]) -> None:
+        self.writer.add_text("hyperparameters", markdown_table(flatten(config)))
+
+    def scalars(self, metrics: dict[str, float], step: int) -> None:
+        for tag, value in metrics.items():
+            if value is not None and math.isfinite(value):
+                self.writer.add_scalar(tag, value, step)
+
+    def close(self) -> None:
+        self.writer.flush()
+        self.writer.close()
+
+
+class Progress:
+    """A progress bar over env steps showing steps/s and the latest return and success rate."""
+
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True):
+        self.bar = tqdm(
+            total=total,
+            initial=initial,
+            unit="step",
+            unit_scale=True,
+            dynamic_ncols=True,
+            disable=not enabled,
+            mininterval=0.5 if sys.stderr.isatty() else 10.0,
+            file=sys.stderr,
+        )
+        self.summary: dict[str, str] = {}
+
+    def update(self, steps: int, metrics: dict[str, float]) -> None:
+        if "charts/episodic_return" in metrics:
+            self.summary["return"] = f"{metrics['charts/episodic_return']:.3f}"
+            self.summary["success"] = f"{metrics['charts/success_rate']:.2f}"
+        if "charts/SPS" in metrics:
+            self.summary["SPS"] = f"{metrics['charts/SPS']:,.0f}"
+        self.bar.set_postfix(self.summary, refresh=False)
+        self.bar.update(steps)
+
+    def write(self, text: str) -> None:
+        self.bar.write(text, file=sys.stderr)
+
+    def close(self) -> None:
+        self.bar.close()

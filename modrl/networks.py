@@ -1,0 +1,105 @@
+"""Small policy networks: observation encoders, MLPs, and a categorical actor-critic.
+
+Observations stay compact in the environment (cell indices, uint8 symbols); they are encoded
+here, inside the network (``Discrete`` → an embedding, which equals a one-hot input layer).
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+
+def layer_init(layer: nn.Linear, std: float = math.sqrt(2), bias: float = 0.0) -> nn.Linear:
+    """Orthogonal weights and constant bias, as in CleanRL / the PPO implementation details."""
+    nn.init.orthogonal_(layer.weight, std)
+    nn.init.constant_(layer.bias, bias)
+    return layer
+
+
+class ObsEncoder(nn.Module):
+    """Maps a batch of observations of ``space`` to float features of size ``out_dim``.
+
+    - ``Discrete(n)``: an ``nn.Embedding(n, out_dim)`` (a one-hot input layer without the one-hot);
+    - ``MultiDiscrete``: the sum of one embedding per component (a one-hot of each component);
+    - ``Box``: flattened and fed to a linear layer.
+    """
+
+    def __init__(self, space: gym.Space, out_dim: int):
+        super().__init__()
+        self.space = space
+        self.out_dim = out_dim
+        if isinstance(space, gym.spaces.Discrete):
+            self.embed = nn.Embedding(int(space.n), out_dim)
+            self.kind = "discrete"
+        elif isinstance(space, gym.spaces.MultiDiscrete):
+            nvec = np.asarray(space.nvec).flatten()
+            offsets = np.concatenate([[0], np.cumsum(nvec)[:-1]])
+            self.register_buffer("offsets", torch.as_tensor(offsets, dtype=torch.long), persistent=False)
+            self.embed = nn.EmbeddingBag(int(nvec.sum()), out_dim, mode="sum")
+            self.kind = "multidiscrete"
+        elif isinstance(space, gym.spaces.Box):
+            self.linear = layer_init(nn.Linear(int(np.prod(space.shape)), out_dim))
+            self.kind = "box"
+        else:
+            raise TypeError(f"no encoder for observation space {space}")
+        self.bias = nn.Parameter(torch.zeros(out_dim)) if self.kind != "box" else None
+
+    def forward(self, obs: torch.Tensor) -> torch.Tensor:
+        if self.kind == "discrete":
+            return self.embed(obs.long()) + self.bias
+        if self.kind == "multidiscrete":
+            flat = obs.long().reshape(obs.shape[0], -1) + self.offsets
+            return self.embed(flat) + self.bias
+        return self.linear(obs.reshape(obs.shape[0], -1).float())
+
+
+def mlp(in_encoder: nn.Module, hidden: int, num_layers: int, out_dim: int, out_std: float) -> nn.Sequential:
+    """``encoder → tanh → (Linear → tanh) × (num_layers − 1) → Linear(out_dim)``."""
+    layers: list[nn.Module] = [in_encoder, nn.Tanh()]
+    for _ in range(num_layers - 1):
+        layers += [layer_init(nn.Linear(hidden, hidden)), nn.Tanh()]
+    layers.append(layer_init(nn.Linear(hidden, out_dim), std=out_std))
+    return nn.Sequential(*layers)
+
+
+class ActorCritic(nn.Module):
+    """Separate actor and critic MLPs over a shared observation format (CleanRL's ``Agent``)."""
+
+    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden: int = 64, num_layers: int = 2):
+        super().__init__()
+        if not isinstance(action_space, gym.spaces.Discrete):
+            raise TypeError(f"ActorCritic supports Discrete action spaces, got {action_space}")
+        self.num_actions = int(action_space.n)
+        self.actor = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, self.num_actions, out_std=0.01)
+        self.critic = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, 1, out_std=1.0)
+
+    def value(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.critic(obs).squeeze(-1)
+
+    def logits(self, obs: torch.Tensor) -> torch.Tensor:
+        return self.actor(obs)
+
+
+def sample_categorical(logits: torch.Tensor, deterministic: bool = False):
+    """Sample from softmax(logits); return ``(action, log_prob, entropy)``."""
+    log_probs = logits.log_softmax(-1)
+    if deterministic:
+        action = log_probs.argmax(-1)
+    else:
+        action = torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+    return action, log_probs.gather(-1, action.unsqueeze(-1)).squeeze(-1), categorical_entropy(log_probs)
+
+
+def categorical_log_prob(logits: torch.Tensor, action: torch.Tensor):
+    """``(log_prob(action), entropy)`` of softmax(logits)."""
+    log_probs = logits.log_softmax(-1)
+    return log_probs.gather(-1, action.long().unsqueeze(-1)).squeeze(-1), categorical_entropy(log_probs)
+
+
+def categorical_entropy(log_probs: torch.Tensor) -> torch.Tensor:
+    return -(log_probs.exp() * log_probs).sum(-1)

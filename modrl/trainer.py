@@ -1,0 +1,220 @@
+"""The training run: config → env + algorithm → iterations, with TensorBoard logs, atomic
+checkpoints, exact resume, Ctrl-C handling and a stop on non-finite losses.
+
+Run directory ``<run_root>/<env>__<experiment>__<seed>__<unix time>/``:
+``config.yaml`` (resolved), ``command.txt``, TensorBoard events, ``checkpoints/step_<N>.pt``,
+``eval/train.json``.
+"""
+
+from __future__ import annotations
+
+import random
+import shlex
+import signal
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+import torch
+import yaml
+
+import modrl.envs  # noqa: F401  (registers the environments)
+from modrl.algorithm import NonFiniteLossError, OnPolicyAlgorithm
+from modrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
+from modrl.config import ConfigError, RunConfig, agent_name, agent_registry, run_config_from_dict, to_dict
+from modrl.logger import Progress, RunLogger
+
+CHECKPOINT_FORMAT = 1
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+
+
+def make_env(env_cfg, device: str, num_envs: int | None = None, **overrides: Any):
+    """The batched env of a config (``gymnasium.make_vec`` with the vector entry point)."""
+    if env_cfg.id not in gym.registry:
+        modrl_ids = [k for k in gym.registry if k.startswith("modrl/")]
+        raise ConfigError(f"config key 'env.id': unknown environment {env_cfg.id!r}; modrl envs: {', '.join(modrl_ids)}")
+    if gym.registry[env_cfg.id].vector_entry_point is None:
+        raise ConfigError(f"config key 'env.id': {env_cfg.id!r} has no batched (vector_entry_point) implementation")
+    kwargs = {**env_cfg.kwargs, **overrides}
+    try:
+        return gym.make_vec(
+            env_cfg.id,
+            num_envs=num_envs or env_cfg.num_envs,
+            vectorization_mode="vector_entry_point",
+            device=device,
+            **kwargs,
+        )
+    except TypeError as e:
+        raise ConfigError(f"config key 'env.kwargs': {e}") from None
+
+
+def make_agent(cfg: RunConfig, env) -> OnPolicyAlgorithm:
+    _, agent_cls = agent_registry()[agent_name(cfg.agent)]
+    try:
+        return agent_cls(cfg.agent, env, cfg.total_steps)
+    except ValueError as e:
+        raise ConfigError(f"config section 'agent': {e}") from None
+
+
+def run_dir_name(cfg: RunConfig) -> str:
+    env = cfg.env.id.split("/")[-1]
+    return f"{env}__{cfg.experiment}__{cfg.seed}__{int(time.time())}"
+
+
+def check_device(device: str) -> None:
+    try:
+        dev = torch.device(device)
+    except RuntimeError as e:
+        raise ConfigError(f"config key 'device': {e}") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"config key 'device': {device!r} requested but CUDA is not available on this machine")
+
+
+class _StopRequest:
+    """First Ctrl-C: finish the current iteration, save, exit. Second Ctrl-C: stop at once."""
+
+    def __init__(self):
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self):
+        try:
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        except ValueError:  # not in the main thread
+            self._previous = None
+        return self
+
+    def _handle(self, signum, frame):
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        print("\nmodrl: Ctrl-C — saving a checkpoint after this iteration (Ctrl-C again to abort)", file=sys.stderr)
+
+    def __exit__(self, *exc):
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+        return False
+
+
+def _checkpoint_state(cfg: RunConfig, agent: OnPolicyAlgorithm, env) -> dict[str, Any]:
+    rng = {"torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        rng["cuda"] = torch.cuda.get_rng_state_all()
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "global_step": agent.global_step,
+        "config": to_dict(cfg),
+        "agent": agent.state_dict(),
+        "env": env.state_dict(),
+        "rng": rng,
+    }
+
+
+def train(
+    cfg: RunConfig | None = None,
+    *,
+    resume: str | Path | None = None,
+    command: str | None = None,
+    max_iterations: int | None = None,
+) -> Path:
+    """Train from ``cfg`` in a new run directory, or continue the run in ``resume``; return the run dir.
+
+    ``max_iterations`` stops after that many iterations of this call (a checkpoint is saved), as
+    an interrupted run would; used by tests of resume.
+    """
+    ckpt = None
+    if resume is not None:
+        run_dir = Path(resume)
+        ckpt_path = latest_checkpoint(run_dir)
+        ckpt = load_checkpoint(ckpt_path)
+        if ckpt.get("format") != CHECKPOINT_FORMAT:
+            raise ConfigError(f"{ckpt_path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
+        cfg = run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    elif cfg is None:
+        cfg = RunConfig()
+    check_device(cfg.device)
+    if cfg.torch_threads > 0:
+        torch.set_num_threads(cfg.torch_threads)
+
+    seed_everything(cfg.seed)
+    env = make_env(cfg.env, cfg.device)
+    agent = make_agent(cfg, env)
+
+    if ckpt is None:
+        run_dir = Path(cfg.run_root) / run_dir_name(cfg)
+        suffix = 0
+        while run_dir.exists():  # two runs started within the same second
+            suffix += 1
+            run_dir = Path(cfg.run_root) / f"{run_dir_name(cfg)}_{suffix}"
+        run_dir.mkdir(parents=True)
+        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        (run_dir / "command.txt").write_text((command or shlex.join(sys.argv)) + "\n")
+        agent.start(cfg.seed)
+        logger = RunLogger(run_dir)
+        logger.hyperparameters(to_dict(cfg))
+    else:
+        env.load_state_dict(ckpt["env"])
+        agent.load_state_dict(ckpt["agent"])
+        torch.set_rng_state(ckpt["rng"]["torch"])
+        if "cuda" in ckpt["rng"] and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
+        logger = RunLogger(run_dir, purge_step=agent.global_step)
+        print(f"modrl: resuming {run_dir} from env step {agent.global_step:,}", file=sys.stderr)
+
+    print(f"modrl: run directory {run_dir}", file=sys.stderr)
+    print(f"modrl: TensorBoard logs in {run_dir}  (view: tensorboard --logdir {run_dir.parent})", file=sys.stderr)
+    total = agent.num_iterations * agent.steps_per_iteration
+    progress = Progress(total, initial=agent.global_step, enabled=cfg.progress)
+    start_step, start_time = agent.global_step, time.perf_counter()
+    done_here = 0
+    saved_at = -1
+
+    def save() -> Path:
+        nonlocal saved_at
+        saved_at = agent.global_step
+        return save_checkpoint(run_dir, agent.global_step, _checkpoint_state(cfg, agent, env), cfg.keep_checkpoints)
+
+    try:
+        with _StopRequest() as stop:
+            while agent.iteration < agent.num_iterations:
+                metrics = agent.train_iteration()
+                done_here += 1
+                metrics["charts/SPS"] = (agent.global_step - start_step) / (time.perf_counter() - start_time)
+                logger.scalars(metrics, agent.global_step)
+                progress.update(agent.steps_per_iteration, metrics)
+                if agent.iteration % cfg.checkpoint_every == 0:
+                    save()
+                if stop.requested or (max_iterations is not None and done_here >= max_iterations):
+                    path = save() if saved_at != agent.global_step else latest_checkpoint(run_dir)
+                    progress.close()
+                    print(f"modrl: stopped at env step {agent.global_step:,}; checkpoint {path}", file=sys.stderr)
+                    print(f"modrl: continue with: modrl train --resume {run_dir}", file=sys.stderr)
+                    return run_dir
+    except NonFiniteLossError as e:
+        progress.close()
+        try:
+            last = latest_checkpoint(run_dir)
+            kept = f"the last good checkpoint is {last}"
+        except FileNotFoundError:
+            kept = "no checkpoint had been written yet"
+        raise NonFiniteLossError(f"{e}; training stopped, {kept}") from None
+    finally:
+        logger.close()
+
+    progress.close()
+    if saved_at != agent.global_step:
+        save()
+    if cfg.eval_episodes > 0:
+        from modrl.evaluation import evaluate_run
+
+        evaluate_run(run_dir, episodes=cfg.eval_episodes, split="train")
+    print(f"modrl: done, {agent.global_step:,} env steps in {run_dir}", file=sys.stderr)
+    return run_dir
