@@ -22,7 +22,7 @@ class ReinforceConfig:
     num_steps: int = 64
     """Rollout length per environment."""
     gamma: float = 0.99
-    learning_rate: float = 1e-3
+    learning_rate: float = 3e-3
     ent_coef: float = 0.01
     vf_coef: float = 0.5
     max_grad_norm: float = 0.5

@@ -23,7 +23,7 @@ def check_finite(losses: dict[str, torch.Tensor], global_step: int) -> None:
     """Raise :class:`NonFiniteLossError` naming the first non-finite loss (one host sync)."""
     stacked = torch.stack([v.detach().float() for v in losses.values()])
     if not bool(torch.isfinite(stacked).all()):
-        bad = {k: float(v) for k, v in losses.items() if not torch.isfinite(v).all()}
+        bad = {k: float(v.detach()) for k, v in losses.items() if not torch.isfinite(v).all()}
         raise NonFiniteLossError(f"non-finite loss at env step {global_step}: {bad}")
 
 

@@ -204,13 +204,19 @@ def to_dict(cfg: RunConfig) -> dict[str, Any]:
 def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """Apply ``key.sub=value`` strings (values parsed as YAML) to a nested dict."""
     data = yaml.safe_load(yaml.safe_dump(data)) or {}
+    parsed = []
     for item in overrides:
         if "=" not in item:
             raise ConfigError(f"--set expects key=value, got {item!r}")
         key, raw = item.split("=", 1)
-        value = yaml.safe_load(raw) if raw.strip() else ""
+        parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
+    # Switching the algorithm starts its section afresh: the old one's keys would not fit.
+    for key, value in parsed:
+        if key == "agent.name" and (data.get("agent") or {}).get("name") != value:
+            data["agent"] = {"name": value}
+    for key, value in parsed:
         node = data
-        parts = key.strip().split(".")
+        parts = key.split(".")
         for part in parts[:-1]:
             if node.get(part) is None:
                 node[part] = {}

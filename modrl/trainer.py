@@ -166,7 +166,8 @@ def train(
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])
-        logger = RunLogger(run_dir, purge_step=agent.global_step)
+        # Drop events logged after this checkpoint by the interrupted process (steps > checkpoint).
+        logger = RunLogger(run_dir, purge_step=agent.global_step + 1)
         print(f"modrl: resuming {run_dir} from env step {agent.global_step:,}", file=sys.stderr)
 
     print(f"modrl: run directory {run_dir}", file=sys.stderr)
