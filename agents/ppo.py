@@ -8,6 +8,7 @@ bootstrapped, terminated ones are not (see ``modrl.rollout``).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -38,6 +39,7 @@ class PPOConfig:
     """Stop the epochs early when the approximate KL exceeds this."""
     hidden_size: int = 64
     num_layers: int = 2
+    activation: Literal["tanh", "relu"] = "tanh"
 
 
 class PPO(OnPolicyAlgorithm):
@@ -48,7 +50,9 @@ class PPO(OnPolicyAlgorithm):
                 f"num_steps × num_envs = {self.steps_per_iteration} must be divisible by num_minibatches = {cfg.num_minibatches}"
             )
         self.cfg = cfg
-        self.policy = ActorCritic(env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers)
+        self.policy = ActorCritic(
+            env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation
+        )
         self.policy.to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.rollout = Rollout.allocate(cfg.num_steps, env)

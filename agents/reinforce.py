@@ -9,6 +9,7 @@ cap and ``bootstrap_cutoff: false`` for pure Monte-Carlo returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Literal
 
 import torch
 
@@ -32,13 +33,16 @@ class ReinforceConfig:
     """Normalise G − b over the batch (a common variance reduction; off for the textbook rule)."""
     hidden_size: int = 64
     num_layers: int = 2
+    activation: Literal["tanh", "relu"] = "tanh"
 
 
 class Reinforce(OnPolicyAlgorithm):
     def __init__(self, cfg: ReinforceConfig, env, total_steps: int):
         super().__init__(env, total_steps, cfg.num_steps * env.num_envs)
         self.cfg = cfg
-        self.policy = ActorCritic(env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers)
+        self.policy = ActorCritic(
+            env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation
+        )
         self.policy.to(self.device)
         self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.rollout = Rollout.allocate(cfg.num_steps, env)

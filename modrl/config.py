@@ -60,6 +60,8 @@ class RunConfig:
     """``torch.set_num_threads`` (0 leaves torch's default)."""
     progress: bool = True
     """Show a progress bar with steps/s."""
+    tune_malloc: bool = True
+    """Keep freed large CPU buffers for reuse (``modrl.perf``); faster, holds more memory."""
 
     def __post_init__(self):
         if self.agent is None:

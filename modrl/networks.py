@@ -58,11 +58,17 @@ class ObsEncoder(nn.Module):
         return self.linear(obs.reshape(obs.shape[0], -1).float())
 
 
-def mlp(in_encoder: nn.Module, hidden: int, num_layers: int, out_dim: int, out_std: float) -> nn.Sequential:
-    """``encoder → tanh → (Linear → tanh) × (num_layers − 1) → Linear(out_dim)``."""
-    layers: list[nn.Module] = [in_encoder, nn.Tanh()]
+ACTIVATIONS = {"tanh": nn.Tanh, "relu": nn.ReLU}
+
+
+def mlp(
+    in_encoder: nn.Module, hidden: int, num_layers: int, out_dim: int, out_std: float, activation: str = "tanh"
+) -> nn.Sequential:
+    """``encoder → act → (Linear → act) × (num_layers − 1) → Linear(out_dim)``."""
+    act = ACTIVATIONS[activation]
+    layers: list[nn.Module] = [in_encoder, act()]
     for _ in range(num_layers - 1):
-        layers += [layer_init(nn.Linear(hidden, hidden)), nn.Tanh()]
+        layers += [layer_init(nn.Linear(hidden, hidden)), act()]
     layers.append(layer_init(nn.Linear(hidden, out_dim), std=out_std))
     return nn.Sequential(*layers)
 
@@ -70,13 +76,15 @@ def mlp(in_encoder: nn.Module, hidden: int, num_layers: int, out_dim: int, out_s
 class ActorCritic(nn.Module):
     """Separate actor and critic MLPs over a shared observation format (CleanRL's ``Agent``)."""
 
-    def __init__(self, obs_space: gym.Space, action_space: gym.Space, hidden: int = 64, num_layers: int = 2):
+    def __init__(
+        self, obs_space: gym.Space, action_space: gym.Space, hidden: int = 64, num_layers: int = 2, activation: str = "tanh"
+    ):
         super().__init__()
         if not isinstance(action_space, gym.spaces.Discrete):
             raise TypeError(f"ActorCritic supports Discrete action spaces, got {action_space}")
         self.num_actions = int(action_space.n)
-        self.actor = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, self.num_actions, out_std=0.01)
-        self.critic = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, 1, out_std=1.0)
+        self.actor = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, self.num_actions, 0.01, activation)
+        self.critic = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, 1, 1.0, activation)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
         return self.critic(obs).squeeze(-1)

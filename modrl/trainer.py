@@ -26,6 +26,7 @@ from modrl.algorithm import NonFiniteLossError, OnPolicyAlgorithm
 from modrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
 from modrl.config import ConfigError, RunConfig, agent_name, agent_registry, run_config_from_dict, to_dict
 from modrl.logger import Progress, RunLogger
+from modrl.perf import configure_cpu_allocator
 
 CHECKPOINT_FORMAT = 1
 
@@ -143,6 +144,8 @@ def train(
     check_device(cfg.device)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
+    if cfg.tune_malloc:
+        configure_cpu_allocator()
 
     seed_everything(cfg.seed)
     env = make_env(cfg.env, cfg.device)
