@@ -8,13 +8,14 @@ Reference: stable-baselines3 ``PPO("MlpPolicy")`` (64×64 actor and critic, same
 single-env view ``gymnasium.make("modrl/FourRooms-v0")``, 8 envs in a ``DummyVecEnv``,
 n_steps 128, batch 256, 4 epochs (the rl-zoo MiniGrid shape with modrl's epoch count).
 Both count env steps per wall-clock second including the updates. The last line is one JSON
-object with ``ratio`` = modrl / SB3.
+object with ``ratio`` = the median over ``--rounds`` alternating rounds of modrl / SB3.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import time
 
 import gymnasium as gym
@@ -26,35 +27,46 @@ from modrl.perf import configure_cpu_allocator
 from modrl.trainer import make_agent, make_env, seed_everything
 
 
-def modrl_ppo_steps_per_s(num_envs: int, num_steps: int, device: str, seconds: float, activation: str) -> float:
-    cfg = load_config(None, [f"env.num_envs={num_envs}", f"agent.num_steps={num_steps}", "total_steps=1000000000000",
-                             f"device={device}", f"agent.activation={activation}"])
-    seed_everything(0)
-    env = make_env(cfg.env, device)
-    agent = make_agent(cfg, env)
-    agent.start(0)
-    agent.train_iteration()  # warm-up
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-    start_step, start = agent.global_step, time.perf_counter()
-    while time.perf_counter() - start < seconds:
-        agent.train_iteration()  # ends with a host read of the losses, so timing is synchronous
-    return (agent.global_step - start_step) / (time.perf_counter() - start)
+class ModrlPPO:
+    """modrl PPO kept alive across timing rounds."""
+
+    def __init__(self, num_envs: int, num_steps: int, device: str, activation: str):
+        cfg = load_config(None, [f"env.num_envs={num_envs}", f"agent.num_steps={num_steps}", "total_steps=1000000000000",
+                                 f"device={device}", f"agent.activation={activation}"])
+        seed_everything(0)
+        self.device = device
+        self.agent = make_agent(cfg, make_env(cfg.env, device))
+        self.agent.start(0)
+        self.agent.train_iteration()  # warm-up
+
+    def steps_per_s(self, seconds: float) -> float:
+        agent = self.agent
+        if self.device.startswith("cuda"):
+            torch.cuda.synchronize()
+        start_step, start = agent.global_step, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            agent.train_iteration()  # ends with a host read of the losses, so timing is synchronous
+        return (agent.global_step - start_step) / (time.perf_counter() - start)
 
 
-def sb3_ppo_steps_per_s(steps: int, activation: str) -> float:
-    from stable_baselines3 import PPO
-    from torch import nn
-    from stable_baselines3.common.env_util import make_vec_env
+class SB3PPO:
+    """stable-baselines3 PPO kept alive across timing rounds."""
 
-    vec = make_vec_env(lambda: gym.make("modrl/FourRooms-v0", max_episode_steps=100), n_envs=8, seed=0)
-    policy_kwargs = {"activation_fn": {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]}
-    model = PPO("MlpPolicy", vec, n_steps=128, batch_size=256, n_epochs=4, seed=0, device="cpu", verbose=0,
-                policy_kwargs=policy_kwargs)
-    model.learn(1024)  # warm-up
-    start = time.perf_counter()
-    model.learn(steps, reset_num_timesteps=False)
-    return steps / (time.perf_counter() - start)
+    def __init__(self, activation: str):
+        from stable_baselines3 import PPO
+        from stable_baselines3.common.env_util import make_vec_env
+        from torch import nn
+
+        vec = make_vec_env(lambda: gym.make("modrl/FourRooms-v0", max_episode_steps=100), n_envs=8, seed=0)
+        policy_kwargs = {"activation_fn": {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]}
+        self.model = PPO("MlpPolicy", vec, n_steps=128, batch_size=256, n_epochs=4, seed=0, device="cpu", verbose=0,
+                         policy_kwargs=policy_kwargs)
+        self.model.learn(1024)  # warm-up
+
+    def steps_per_s(self, steps: int) -> float:
+        start = time.perf_counter()
+        self.model.learn(steps, reset_num_timesteps=False)
+        return steps / (time.perf_counter() - start)
 
 
 def main() -> None:
@@ -62,17 +74,25 @@ def main() -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--num-envs", type=int, default=1024)
     p.add_argument("--num-steps", type=int, default=32)
-    p.add_argument("--seconds", type=float, default=10.0, help="modrl timing window")
-    p.add_argument("--sb3-steps", type=int, default=8192)
+    p.add_argument("--seconds", type=float, default=5.0, help="modrl timing window per round")
+    p.add_argument("--sb3-steps", type=int, default=8192, help="SB3 env steps per round")
+    p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--activation", choices=["tanh", "relu"], default="tanh",
                    help="hidden activation of both libraries' networks (tanh: SB3 MlpPolicy's default)")
     args = p.parse_args()
 
     configure_cpu_allocator()  # as `modrl train` does; applies to both libraries in this process
-    ref = sb3_ppo_steps_per_s(args.sb3_steps, args.activation)
-    print(f"stable-baselines3 PPO, 8 envs: {ref:,.0f} steps/s")
-    ours = modrl_ppo_steps_per_s(args.num_envs, args.num_steps, args.device, args.seconds, args.activation)
-    print(f"modrl PPO, {args.num_envs} envs on {args.device}: {ours:,.0f} steps/s ({ours / ref:,.1f}x)")
+    sb3 = SB3PPO(args.activation)
+    ours = ModrlPPO(args.num_envs, args.num_steps, args.device, args.activation)
+    # Alternate the two in rounds, so that a slow spell of the machine hits both; report medians.
+    refs, mods, ratios = [], [], []
+    for r in range(args.rounds):
+        refs.append(sb3.steps_per_s(args.sb3_steps))
+        mods.append(ours.steps_per_s(args.seconds))
+        ratios.append(mods[-1] / refs[-1])
+        print(f"round {r + 1}: stable-baselines3 {refs[-1]:,.0f} steps/s, modrl ({args.num_envs} envs, {args.device}) "
+              f"{mods[-1]:,.0f} steps/s, ratio {ratios[-1]:.1f}x")
+    ref, ours_sps, ratio = statistics.median(refs), statistics.median(mods), statistics.median(ratios)
     print(
         json.dumps(
             {
@@ -80,10 +100,11 @@ def main() -> None:
                 "device": args.device,
                 "num_envs": args.num_envs,
                 "activation": args.activation,
-                "steps_per_s": round(ours),
+                "steps_per_s": round(ours_sps),
                 "reference": "stable-baselines3 PPO MlpPolicy, 8 envs",
                 "reference_steps_per_s": round(ref),
-                "ratio": round(ours / ref, 1),
+                "ratio": round(ratio, 1),
+                "ratios": [round(x, 1) for x in ratios],
             }
         )
     )
