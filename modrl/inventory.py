@@ -92,7 +92,17 @@ def _grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
 def grouped_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: Grouping, use_grouped: bool):
     """``h[i] @ weight[m_i] + bias[m_i]`` for rows of ``h`` already sorted by module."""
     if use_grouped:
-        y = _ContiguousGrad.apply(F.grouped_mm(h, weight, offs=g.offsets))
+        # grouped_mm needs 16-byte-aligned row strides: zero-pad odd widths (e.g. 5 actions + STOP).
+        align = max(1, 16 // h.element_size())
+        fan_in, fan_out = weight.shape[1], weight.shape[2]
+        pad_in, pad_out = -fan_in % align, -fan_out % align
+        if pad_in:
+            h = F.pad(h, (0, pad_in))
+        if pad_in or pad_out:
+            weight = F.pad(weight, (0, pad_out, 0, pad_in))
+        y = _ContiguousGrad.apply(F.grouped_mm(h.contiguous(), weight, offs=g.offsets))
+        if pad_out:
+            y = y[:, :fan_out]
     else:  # fallback: one matmul per module segment (reads the offsets on the host)
         ends = g.offsets.tolist()
         starts = [0] + ends[:-1]
@@ -158,22 +168,38 @@ class StackedMLP(nn.Module):
             b = torch.where(mask.view(-1, 1), self._snapshots[2 * layer + 1], b)
         return w, b
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor, grouping: Grouping | None = None) -> torch.Tensor:
-        """``x``: [B, in_dim]; ``index``: [B] module of each row in [0, M); returns [B, out_dim]."""
+    def forward(
+        self,
+        x: torch.Tensor,
+        index: torch.Tensor,
+        grouping: Grouping | None = None,
+        params: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    ) -> torch.Tensor:
+        """``x``: [B, in_dim]; ``index``: [B] module of each row in [0, M); returns [B, out_dim].
+
+        ``params`` replaces the stored parameters by another stack of the same layer shapes
+        (e.g. per-task averages of module parameters, with ``index`` the task; see
+        ``modrl.routing.SkillAllocation``).
+        """
         if x.dim() != 2 or x.shape[1] != self.dims[0]:
             raise ValueError(f"inventory input must have shape [B, {self.dims[0]}], got {tuple(x.shape)}")
         if index.shape != x.shape[:1]:
             raise ValueError(f"index must have shape [{x.shape[0]}], got {tuple(index.shape)}")
-        g = grouping or Grouping.of(index, self.num_modules)
+        groups = params[0][0].shape[0] if params is not None else self.num_modules
+        g = grouping or Grouping.of(index, groups)
         use_grouped = self._use_grouped(x)
         h = g.sort(x)
         last = len(self.weights) - 1
         for layer in range(len(self.weights)):
-            w, b = self._effective(layer)
+            w, b = params[layer] if params is not None else self._effective(layer)
             h = grouped_linear(h, w, b, g, use_grouped)
             if layer < last or self.final_activation:
                 h = self.activation(h)
         return g.unsort(h)
+
+    def parameters_by_layer(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
+        """The (weight [M, in, out], bias [M, out]) of each layer, frozen modules resolved."""
+        return [self._effective(layer) for layer in range(len(self.weights))]
 
     def forward_all(self, x: torch.Tensor) -> torch.Tensor:
         """Every module on every row: [M, B, out_dim] (dense; for soft mixtures and tests)."""

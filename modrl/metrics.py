@@ -1,0 +1,131 @@
+"""Modularity metrics: what makes runs comparable across routers (Pfeiffer et al. 2023, §9's call
+for benchmarking routing methods; the option metrics of Harb et al. 2018).
+
+From the (task, module) pairs of routing decisions and the runs the controller completed:
+
+- usage matrix U[t, m] (decisions), as a TensorBoard heatmap image and per-module scalars;
+- effective number of modules exp(H(p(m))) (1 = one module used, M = uniform use);
+- mutual information I(task; module) in nats (0 = routing ignores the task, log M at most);
+- option duration (mean and histogram), termination rate (runs ended per env step), the share of
+  forced stops, halting depth;
+- a module-collapse indicator in [0, 1]: 1 − (effective − 1)/(M − 1), 1 when one module takes
+  every decision; and ``router/dominant_share``, the largest module's share.
+
+Counters live on the device; reading them is one host sync (:meth:`ModularityMetrics.summary`).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+from modrl.controller import SMDPTransition
+
+
+def entropy(p: torch.Tensor) -> torch.Tensor:
+    """Shannon entropy (nats) of a distribution over the last dimension."""
+    return -(p * torch.log(p.clamp_min(1e-30))).sum(-1)
+
+
+def effective_modules(counts: torch.Tensor) -> float:
+    """exp(H) of the module marginal of a [T, M] (or [M]) count table."""
+    marginal = counts.reshape(-1, counts.shape[-1]).sum(0)
+    total = marginal.sum()
+    return float(torch.exp(entropy(marginal / total))) if total > 0 else float("nan")
+
+
+def mutual_information(counts: torch.Tensor) -> float:
+    """I(task; module) in nats from a [T, M] table of joint counts."""
+    total = counts.sum()
+    if total <= 0:
+        return float("nan")
+    joint = counts / total
+    outer = joint.sum(1, keepdim=True) * joint.sum(0, keepdim=True)
+    nz = joint > 0
+    return float((joint[nz] * (torch.log(joint[nz]) - torch.log(outer[nz]))).sum())
+
+
+def collapse(counts: torch.Tensor) -> float:
+    """1 when a single module takes every decision, 0 when all M are used equally."""
+    m = counts.shape[-1]
+    if m < 2:
+        return 0.0
+    return 1.0 - (effective_modules(counts) - 1.0) / (m - 1.0)
+
+
+class ModularityMetrics:
+    """Accumulates routing and halting statistics between two :meth:`summary` calls."""
+
+    def __init__(self, num_tasks: int, num_modules: int, max_duration: int = 100, device=None, module_names=None):
+        self.num_tasks, self.num_modules, self.max_duration = num_tasks, num_modules, max_duration
+        self.module_names = list(module_names) if module_names else [str(m) for m in range(num_modules)]
+        dev = torch.device(device) if device is not None else torch.device("cpu")
+        self.usage = torch.zeros(num_tasks, num_modules, dtype=torch.float64, device=dev)
+        self.durations = torch.zeros(max_duration + 1, dtype=torch.float64, device=dev)  # last bin: ≥ max
+        self.totals = torch.zeros(5, dtype=torch.float64, device=dev)  # runs, forced, env steps, depth sum, depth count
+
+    def record_decisions(self, task: torch.Tensor, choice: torch.Tensor, mask: torch.Tensor) -> None:
+        """Count the decisions ``choice`` (module indices; HALT and others ≥ M are ignored) where ``mask``."""
+        keep = mask & (choice >= 0) & (choice < self.num_modules)
+        flat = task.long() * self.num_modules + choice.long().clamp(0, self.num_modules - 1)
+        self.usage.view(-1).index_add_(0, flat, keep.double())
+
+    def record_step(self, transition: SMDPTransition) -> None:
+        """Count one env step of N envs and the module runs that completed at it."""
+        done = transition.completed.double()
+        bins = transition.duration.clamp(max=self.max_duration)
+        self.durations.index_add_(0, bins, done)
+        self.totals += torch.stack(
+            [done.sum(), (transition.forced.double() * done).sum(), done.new_tensor(float(done.numel())),
+             done.new_zeros(()), done.new_zeros(())]
+        )
+
+    def record_depth(self, depth: torch.Tensor, mask: torch.Tensor | None = None) -> None:
+        """Halting depth of finished routed computations (number of modules applied before HALT)."""
+        m = torch.ones_like(depth, dtype=torch.float64) if mask is None else mask.double()
+        self.totals[3] += (depth.double() * m).sum()
+        self.totals[4] += m.sum()
+
+    def summary(self, reset: bool = True) -> dict:
+        """Scalars under DESIGN.md's tags, plus ``usage_matrix`` (row-normalised [T, M] on the CPU)."""
+        usage, durations = self.usage.cpu(), self.durations.cpu()
+        runs, forced, steps, depth_sum, depth_count = self.totals.tolist()
+        out: dict = {}
+        total = usage.sum()
+        if total > 0:
+            marginal = usage.sum(0) / total
+            out["router/effective_modules"] = effective_modules(usage)
+            out["router/mi_task_module"] = mutual_information(usage)
+            out["router/collapse"] = collapse(usage)
+            out["router/dominant_share"] = float(marginal.max())
+            for m, name in enumerate(self.module_names):
+                out[f"modules/usage/{name}"] = float(marginal[m])
+        if runs > 0:
+            bins = torch.arange(len(durations), dtype=torch.float64)
+            out["options/duration"] = float((durations * bins).sum() / runs)
+            out["options/forced_stop_rate"] = forced / runs
+            out["options/termination_rate"] = runs / steps if steps else float("nan")
+        if depth_count > 0:
+            out["halting/depth"] = depth_sum / depth_count
+        rows = usage.sum(1, keepdim=True)
+        out["usage_matrix"] = torch.where(rows > 0, usage / rows.clamp_min(1e-30), 0.0).float()
+        out["duration_histogram"] = durations.float()
+        if reset:
+            self.usage.zero_()
+            self.durations.zero_()
+            self.totals.zero_()
+        return out
+
+    def log(self, writer, step: int, summary: dict | None = None) -> dict:
+        """Write a summary to a ``SummaryWriter``: scalars, the task × module heatmap, the durations."""
+        summary = summary if summary is not None else self.summary()
+        for tag, value in summary.items():
+            if isinstance(value, float) and math.isfinite(value):
+                writer.add_scalar(tag, value, step)
+        writer.add_image("router/usage_matrix", summary["usage_matrix"], step, dataformats="HW")
+        hist = summary["duration_histogram"]
+        if hist.sum() > 0:
+            values = torch.repeat_interleave(torch.arange(len(hist)), hist.long())
+            writer.add_histogram("options/duration_hist", values, step)
+        return summary

@@ -1,0 +1,124 @@
+"""Module inventories: the batched forward and its gradients equal a per-sample loop over modules."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from modrl.inventory import Grouping, PolicyInventory, StackedMLP, ValueHeads
+
+
+def _grads(out, inputs, seed=0):
+    g = torch.randn(out.shape, generator=torch.Generator().manual_seed(seed))
+    return torch.autograd.grad((out * g).sum(), inputs)
+
+
+@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "segment_loop"])
+@pytest.mark.parametrize("num_layers", [1, 2, 3])
+def test_batched_forward_and_gradients_equal_the_per_sample_loop(grouped, num_layers):
+    torch.manual_seed(num_layers)
+    inv = StackedMLP(6, 12, 5, hidden=16, num_layers=num_layers, grouped=grouped)
+    x = torch.randn(70, 12, requires_grad=True)
+    index = torch.randint(0, 6, (70,))
+    index[index == 4] = 1  # one module gets no rows
+    params = [x, *inv.parameters()]
+    out, ref = inv(x, index), inv.reference_forward(x, index)
+    torch.testing.assert_close(out, ref, rtol=1e-5, atol=1e-5)
+    for a, b in zip(_grads(out, params), _grads(ref, params)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+
+
+def test_sum_backward_works():
+    # grouped_mm's CPU backward rejects expanded gradients; the inventory makes them contiguous.
+    inv = StackedMLP(3, 4, 2)
+    x = torch.randn(10, 4, requires_grad=True)
+    inv(x, torch.randint(0, 3, (10,))).sum().backward()
+    assert x.grad is not None and inv.weights[0].grad is not None
+
+
+def test_forward_all_matches_per_module_forward():
+    inv = StackedMLP(4, 8, 3, hidden=8, num_layers=2)
+    x = torch.randn(9, 8)
+    dense = inv.forward_all(x)
+    for m in range(4):
+        torch.testing.assert_close(dense[m], inv(x, torch.full((9,), m)), rtol=1e-5, atol=1e-5)
+
+
+def test_grouping_round_trip():
+    index = torch.tensor([2, 0, 2, 1, 0])
+    g = Grouping.of(index, 3)
+    x = torch.arange(5.0).unsqueeze(1)
+    assert g.sorted_index.tolist() == [0, 0, 1, 2, 2]
+    assert g.offsets.tolist() == [2, 3, 5]
+    assert torch.equal(g.unsort(g.sort(x)), x)
+
+
+def test_freeze_keeps_modules_exact_under_adam():
+    torch.manual_seed(0)
+    inv = StackedMLP(3, 4, 4, hidden=8, num_layers=2)
+    opt = torch.optim.Adam(inv.parameters(), lr=0.1)
+    x = torch.randn(30, 4)
+    index = torch.arange(30) % 3
+
+    def train(steps):
+        for _ in range(steps):
+            opt.zero_grad()
+            (inv(x, index) - 1).pow(2).mean().backward()
+            opt.step()
+
+    train(3)  # momentum builds up for every module
+    inv.freeze([1])
+    before = inv(x, torch.full((30,), 1)).detach()
+    other_before = inv(x, torch.full((30,), 0)).detach()
+    train(5)
+    torch.testing.assert_close(inv(x, torch.full((30,), 1)), before, rtol=0, atol=0)
+    assert not torch.allclose(inv(x, torch.full((30,), 0)), other_before)
+    inv.freeze([1], frozen=False)  # unfreezing resumes from the frozen values
+    torch.testing.assert_close(inv(x, torch.full((30,), 1)), before, rtol=0, atol=0)
+    train(2)
+    assert not torch.allclose(inv(x, torch.full((30,), 1)), before)
+
+
+def test_frozen_state_survives_a_state_dict_round_trip():
+    inv = StackedMLP(2, 3, 3)
+    inv.freeze([0])
+    copy = StackedMLP(2, 3, 3)
+    copy.load_state_dict(inv.state_dict())
+    x = torch.randn(5, 3)
+    assert copy.frozen.tolist() == [True, False]
+    torch.testing.assert_close(copy(x, torch.zeros(5, dtype=torch.long)), inv(x, torch.zeros(5, dtype=torch.long)))
+
+
+def test_add_modules_in_the_continual_setting():
+    inv = StackedMLP(2, 4, 3)
+    x = torch.randn(6, 4)
+    old = inv(x, torch.tensor([0, 1, 0, 1, 0, 1])).detach()
+    new = inv.add_modules(2, copy_from=1)
+    assert new == [2, 3] and inv.num_modules == 4 and inv.frozen.shape == (4,)
+    torch.testing.assert_close(inv(x, torch.tensor([0, 1, 0, 1, 0, 1])), old)  # old modules unchanged
+    torch.testing.assert_close(inv(x, torch.full((6,), 3)), inv(x, torch.full((6,), 1)))  # a copy of module 1
+    fresh = inv.add_modules(1)
+    assert fresh == [4]
+    out = inv(x, torch.full((6,), 4))
+    assert out.shape == (6, 3)
+    opt = torch.optim.SGD(inv.parameters(), lr=0.1)  # the new parameters train
+    out.sum().backward()
+    opt.step()
+
+
+def test_policy_inventory_and_value_heads():
+    pol = PolicyInventory(3, 10, num_actions=5, hidden=16, halt_bias=-4.0)
+    x = torch.zeros(7, 10)
+    logits, halt = pol(x, torch.randint(0, 3, (7,)))
+    assert logits.shape == (7, 5) and halt.shape == (7,)
+    torch.testing.assert_close(halt, torch.full((7,), -4.0))  # zero input: only the STOP bias
+    values = ValueHeads(4, 10)(torch.randn(7, 10), torch.randint(0, 4, (7,)))
+    assert values.shape == (7,)
+
+
+def test_bad_inputs_are_named():
+    inv = StackedMLP(2, 4, 3)
+    with pytest.raises(ValueError, match=r"shape \[B, 4\]"):
+        inv(torch.randn(5, 3), torch.zeros(5, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"index must have shape \[5\]"):
+        inv(torch.randn(5, 4), torch.zeros(4, dtype=torch.long))
