@@ -1,0 +1,84 @@
+"""Modularity metrics on a collapsed router and a perfectly specialised one."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from torch.utils.tensorboard import SummaryWriter
+
+from modrl.controller import SMDPTransition
+from modrl.metrics import ModularityMetrics, collapse, effective_modules, mutual_information
+
+T, M = 4, 4
+
+
+def decisions(choice_of_task, repeats=50):
+    task = torch.arange(T).repeat(repeats)
+    return task, choice_of_task(task)
+
+
+def test_collapsed_router():
+    metrics = ModularityMetrics(T, M)
+    task, choice = decisions(lambda t: torch.zeros_like(t))
+    metrics.record_decisions(task, choice, torch.ones_like(task, dtype=torch.bool))
+    s = metrics.summary()
+    assert s["router/effective_modules"] == pytest.approx(1.0)
+    assert s["router/mi_task_module"] == pytest.approx(0.0, abs=1e-9)
+    assert s["router/collapse"] == pytest.approx(1.0)
+    assert s["router/dominant_share"] == pytest.approx(1.0)
+    assert s["modules/usage/0"] == pytest.approx(1.0) and s["modules/usage/3"] == 0.0
+
+
+def test_specialised_router():
+    metrics = ModularityMetrics(T, M)
+    task, choice = decisions(lambda t: t)
+    metrics.record_decisions(task, choice, torch.ones_like(task, dtype=torch.bool))
+    s = metrics.summary()
+    assert s["router/effective_modules"] == pytest.approx(4.0)
+    assert s["router/mi_task_module"] == pytest.approx(math.log(4))
+    assert s["router/collapse"] == pytest.approx(0.0, abs=1e-9)
+    torch.testing.assert_close(s["usage_matrix"], torch.eye(4))
+
+
+def test_uniform_random_router_has_no_mutual_information():
+    counts = torch.full((T, M), 10.0)
+    assert mutual_information(counts) == pytest.approx(0.0, abs=1e-9)
+    assert effective_modules(counts) == pytest.approx(4.0)
+    assert collapse(counts) == pytest.approx(0.0, abs=1e-9)
+
+
+def test_masked_and_halt_decisions_are_not_counted():
+    metrics = ModularityMetrics(2, 2)
+    metrics.record_decisions(torch.tensor([0, 1, 1]), torch.tensor([0, 2, 1]), torch.tensor([True, True, False]))
+    assert metrics.usage.tolist() == [[1.0, 0.0], [0.0, 0.0]]
+
+
+def _transition(completed, duration, forced):
+    n = len(completed)
+    z = torch.zeros(n, dtype=torch.bool)
+    return SMDPTransition(torch.tensor(completed), torch.zeros(n, dtype=torch.long), torch.zeros(n),
+                          torch.tensor(duration), torch.zeros(n, dtype=torch.long), torch.tensor(forced), z, z)
+
+
+def test_durations_termination_rate_and_depth(tmp_path):
+    metrics = ModularityMetrics(1, 2, max_duration=5)
+    metrics.record_step(_transition([True, False, True], [2, 7, 9], [False, False, True]))
+    metrics.record_step(_transition([False, True, False], [3, 4, 1], [False, False, False]))
+    metrics.record_depth(torch.tensor([1, 3]))
+    metrics.record_decisions(torch.tensor([0, 0]), torch.tensor([0, 1]), torch.tensor([True, True]))
+    writer = SummaryWriter(str(tmp_path))
+    s = metrics.log(writer, step=100)
+    writer.close()
+    assert s["options/duration"] == pytest.approx((2 + 5 + 4) / 3)  # durations ≥ 5 fall in the last bin
+    assert s["options/termination_rate"] == pytest.approx(3 / 6)
+    assert s["options/forced_stop_rate"] == pytest.approx(1 / 3)
+    assert s["halting/depth"] == pytest.approx(2.0)
+    acc = EventAccumulator(str(tmp_path))
+    acc.Reload()
+    assert "router/usage_matrix" in acc.Tags()["images"]
+    assert "options/duration_hist" in acc.Tags()["histograms"]
+    assert {"router/effective_modules", "modules/usage/0", "options/duration"} <= set(acc.Tags()["scalars"])
+    assert metrics.summary()["usage_matrix"].sum() == 0  # reset after reading
