@@ -12,7 +12,7 @@ from typing import Literal
 
 import torch
 
-from modrl.algorithm import OnPolicyAlgorithm, check_finite
+from modrl.algorithm import OnPolicyAlgorithm, check_finite, make_adam
 from modrl.networks import ActorCritic, categorical_log_prob
 from modrl.rollout import Rollout, collect, gae
 
@@ -54,7 +54,7 @@ class PPO(OnPolicyAlgorithm):
             env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation
         )
         self.policy.to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
+        self.optimizer = make_adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)
         self.rollout = Rollout.allocate(cfg.num_steps, env)
 
     def train_iteration(self) -> dict[str, float]:
@@ -80,8 +80,9 @@ class PPO(OnPolicyAlgorithm):
             perm = torch.randperm(batch, device=self.device)
             for start in range(0, batch, minibatch):
                 idx = perm[start : start + minibatch]
-                new_log_prob, entropy = categorical_log_prob(policy.logits(b_obs[idx]), b_actions[idx])
-                new_value = policy.value(b_obs[idx])
+                mb_obs = b_obs.index_select(0, idx)
+                new_log_prob, entropy = categorical_log_prob(policy.logits(mb_obs), b_actions[idx])
+                new_value = policy.value(mb_obs)
                 log_ratio = new_log_prob - b_log_probs[idx]
                 ratio = log_ratio.exp()
                 with torch.no_grad():

@@ -13,7 +13,7 @@ from typing import Literal
 
 import torch
 
-from modrl.algorithm import OnPolicyAlgorithm, check_finite
+from modrl.algorithm import OnPolicyAlgorithm, check_finite, make_adam
 from modrl.networks import ActorCritic, categorical_log_prob
 from modrl.rollout import Rollout, collect, discounted_returns
 
@@ -44,7 +44,7 @@ class Reinforce(OnPolicyAlgorithm):
             env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation
         )
         self.policy.to(self.device)
-        self.optimizer = torch.optim.Adam(self.policy.parameters(), lr=cfg.learning_rate)
+        self.optimizer = make_adam(self.policy.parameters(), lr=cfg.learning_rate)
         self.rollout = Rollout.allocate(cfg.num_steps, env)
 
     def train_iteration(self) -> dict[str, float]:

@@ -1,8 +1,8 @@
 """End-to-end PPO training throughput: modrl vs stable-baselines3 on the same task, same run.
 
-    python benchmarks/ppo_throughput.py [--device cpu|cuda] [--num-envs 1024]
+    python benchmarks/ppo_throughput.py [--device cpu|cuda] [--num-envs 4096] [--num-steps 16]
 
-modrl: ``agents/ppo.py`` on batched ``modrl/FourRooms-v0`` (``--num-envs`` envs, 32-step
+modrl: ``agents/ppo.py`` on batched ``modrl/FourRooms-v0`` (``--num-envs`` 4096 envs, 16-step
 rollouts, 4 epochs × 4 minibatches, 64×64 actor and critic, ``--activation`` tanh by default).
 Reference: stable-baselines3 ``PPO("MlpPolicy")`` (64×64 actor and critic, same activation) on the
 single-env view ``gymnasium.make("modrl/FourRooms-v0")``, 8 envs in a ``DummyVecEnv``,
@@ -72,8 +72,8 @@ class SB3PPO:
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--device", default="cpu")
-    p.add_argument("--num-envs", type=int, default=1024)
-    p.add_argument("--num-steps", type=int, default=32)
+    p.add_argument("--num-envs", type=int, default=4096)
+    p.add_argument("--num-steps", type=int, default=16)
     p.add_argument("--seconds", type=float, default=5.0, help="modrl timing window per round")
     p.add_argument("--sb3-steps", type=int, default=8192, help="SB3 env steps per round")
     p.add_argument("--rounds", type=int, default=3)

@@ -85,7 +85,7 @@ def _grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     if device.type == "cpu":
         return dtype == torch.float32
     if device.type == "cuda":
-        return dtype == torch.bfloat16 and torch.cuda.get_device_capability(device)[0] >= 9
+        return dtype == torch.bfloat16 and torch.cuda.get_device_capability(device)[0] >= 8
     return False
 
 
