@@ -5,12 +5,14 @@
 
 from __future__ import annotations
 
+from modrl.agents.option_critic import OptionCritic, OptionCriticConfig
 from modrl.agents.ppo import PPO, PPOConfig
 from modrl.agents.reinforce import Reinforce, ReinforceConfig
 
 AGENTS: dict[str, tuple[type, type]] = {
     "ppo": (PPOConfig, PPO),
     "reinforce": (ReinforceConfig, Reinforce),
+    "option_critic": (OptionCriticConfig, OptionCritic),
 }
 
-__all__ = ["AGENTS", "PPO", "PPOConfig", "Reinforce", "ReinforceConfig"]
+__all__ = ["AGENTS", "PPO", "PPOConfig", "Reinforce", "ReinforceConfig", "OptionCritic", "OptionCriticConfig"]

@@ -123,5 +123,4 @@ class PPO(OnPolicyAlgorithm):
             "losses/clipfrac": clipfrac,
             "losses/explained_variance": explained_var,
             "charts/learning_rate": self.optimizer.param_groups[0]["lr"],
-            **self.stats.pop(),
         }

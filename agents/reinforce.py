@@ -73,4 +73,4 @@ class Reinforce(OnPolicyAlgorithm):
 
         self.iteration += 1
         pg, v, ent = torch.stack([pg_loss, v_loss, entropy_loss]).tolist()
-        return {"losses/policy_loss": pg, "losses/value_loss": v, "losses/entropy": ent, **self.stats.pop()}
+        return {"losses/policy_loss": pg, "losses/value_loss": v, "losses/entropy": ent}

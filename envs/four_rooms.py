@@ -106,6 +106,11 @@ class FourRoomsVectorEnv(TorchVectorEnv):
         #: index of the current episode of each env since the seeded reset (-1 before the first)
         self.episode_index = torch.full((num_envs,), -1, dtype=torch.int64, device=dev)
 
+    @staticmethod
+    def cells() -> np.ndarray:
+        """(row, col) of each observation index, for images over the grid."""
+        return CELLS
+
     def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
         n = self.num_envs
         if new_run:

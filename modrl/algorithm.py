@@ -65,7 +65,13 @@ class OnPolicyAlgorithm:
         self.obs, _ = self.env.reset(seed=seed)
 
     def train_iteration(self) -> dict[str, float]:
+        """One rollout and one update; return the update's metrics (``losses/*``). Episode
+        statistics accumulate in ``self.stats`` and are read by the trainer when it logs."""
         raise NotImplementedError
+
+    def log_extras(self) -> dict[str, Any]:
+        """Metrics beyond the losses (module usage, option durations, images); read when logging."""
+        return {}
 
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:

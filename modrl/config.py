@@ -50,6 +50,8 @@ class RunConfig:
     """Algorithm config; ``name`` picks the algorithm (``modrl list``)."""
     run_root: str = "runs"
     """Folder under which ``<env>__<experiment>__<seed>__<time>/`` run directories are made."""
+    log_every: int = 1
+    """Log to TensorBoard every this many iterations (episode statistics accumulate in between)."""
     checkpoint_every: int = 20
     """Write a checkpoint every this many iterations (and at the end, and on Ctrl-C)."""
     keep_checkpoints: int = 3

@@ -42,10 +42,15 @@ def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = Fals
     finished = torch.zeros(n, dtype=torch.long, device=env.device)
     returns, lengths, successes = [], [], []
     env.check_actions = False
+    # Agents with call-and-return state (options) evaluate through an actor of their own.
+    actor = agent.make_actor(n) if hasattr(agent, "make_actor") else None
     obs, _ = env.reset(seed=seed)
     max_steps = int(quota.max()) * env.max_episode_steps + 1
     for _ in range(max_steps):
-        obs, _, _, _, info = env.step(agent.act(obs, deterministic))
+        action = actor.act(obs, deterministic) if actor is not None else agent.act(obs, deterministic)
+        obs, reward, terminated, truncated, info = env.step(action)
+        if actor is not None:
+            actor.observe(obs, reward, terminated, truncated, info)
         counted = info["_episode"] & (finished < quota)
         if bool(counted.any()):
             ep = info["episode"]

@@ -7,6 +7,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch.utils.tensorboard import SummaryWriter
 from tqdm import tqdm
 
@@ -36,9 +37,15 @@ class RunLogger:
     def hyperparameters(self, config: dict[str, Any]) -> None:
         self.writer.add_text("hyperparameters", markdown_table(flatten(config)))
 
-    def scalars(self, metrics: dict[str, float], step: int) -> None:
+    def scalars(self, metrics: dict[str, Any], step: int) -> None:
+        """Floats as scalars; 2-D tensors in [0, 1] as heatmap images; 1-D tensors as histograms."""
         for tag, value in metrics.items():
-            if value is not None and math.isfinite(value):
+            if isinstance(value, torch.Tensor):
+                if value.dim() == 2:
+                    self.writer.add_image(tag, value.float().clamp(0, 1), step, dataformats="HW")
+                elif value.dim() == 1 and value.numel() > 0:
+                    self.writer.add_histogram(tag, value.float(), step)
+            elif value is not None and math.isfinite(value):
                 self.writer.add_scalar(tag, value, step)
 
     def close(self) -> None:

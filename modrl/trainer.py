@@ -191,8 +191,11 @@ def train(
             while agent.iteration < agent.num_iterations:
                 metrics = agent.train_iteration()
                 done_here += 1
-                metrics["charts/SPS"] = (agent.global_step - start_step) / (time.perf_counter() - start_time)
-                logger.scalars(metrics, agent.global_step)
+                if agent.iteration % cfg.log_every == 0 or agent.iteration == agent.num_iterations:
+                    metrics.update(agent.stats.pop())
+                    metrics.update(agent.log_extras())
+                    metrics["charts/SPS"] = (agent.global_step - start_step) / (time.perf_counter() - start_time)
+                    logger.scalars(metrics, agent.global_step)
                 progress.update(agent.steps_per_iteration, metrics)
                 if agent.iteration % cfg.checkpoint_every == 0:
                     save()

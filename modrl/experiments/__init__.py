@@ -1,0 +1,1 @@
+"""Paper experiments that need more than one training run (``python -m modrl.experiments.<name>``)."""

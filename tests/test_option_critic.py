@@ -1,0 +1,145 @@
+"""Option-critic: the termination gradient on a hand-computed example, the intra-option policy
+gradient against the exact gradient, the two termination conventions, and learning Four Rooms."""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import pytest
+import torch
+
+from modrl.agents.option_critic import OptionCritic, OptionCriticConfig
+from modrl.envs.four_rooms import FourRoomsVectorEnv
+from modrl.evaluation import evaluate
+from modrl.vec import TorchVectorEnv
+
+S = 104  # Four Rooms states
+
+
+def make_agent(num_envs=1, steps=1, **cfg):
+    env = FourRoomsVectorEnv(num_envs)
+    agent = OptionCritic(OptionCriticConfig(num_steps=steps, **cfg), env, total_steps=10**9)
+    agent.start(0)
+    return agent
+
+
+def fill(agent, **fields):
+    for key, value in fields.items():
+        agent.buf[key].copy_(torch.as_tensor(value).reshape(agent.buf[key].shape))
+
+
+def test_termination_gradient_sign_and_magnitude():
+    # Option 0 arrives in state 5 where Q_Ω(5, ·) = [1, 2]: option 0 is worse by 1, the margin is 0.1,
+    # so the advantage is 1 − 2 + 0.1 = −0.9 and ∂/∂ϑ [σ(ϑ)·A] at ϑ = 0 is σ'(0)·A = −0.225.
+    agent = make_agent(num_options=2, termination_reg=0.1, lr_term=0.5)
+    with torch.no_grad():
+        agent.policy.q_table[5] = torch.tensor([1.0, 2.0])
+    fill(agent, obs=[4], arrival=[5], option=[0], action=[0], reward=[0.0], done=[False], terminated=[False])
+    terms = agent.loss_terms()
+    (grad,) = torch.autograd.grad(terms["termination"].sum(), agent.policy.beta_table)
+    idx = 0 * S + 5  # (run 0 · K + option 0) · S + state 5
+    assert grad[idx].item() == pytest.approx(-0.225)
+    assert torch.count_nonzero(grad) == 1
+    # one SGD step raises the worse option's termination logit by lr · 0.225 (it should stop more)
+    before = agent.policy.beta_table[idx].item()
+    sgd = torch.optim.SGD([agent.policy.beta_table], lr=0.5)
+    sgd.zero_grad()
+    agent.loss_terms()["termination"].sum().backward()
+    sgd.step()
+    assert agent.policy.beta_table[idx].item() - before == pytest.approx(0.5 * 0.225)
+    # the better option, arriving in the same state, is pushed to continue instead
+    fill(agent, option=[1])
+    (grad,) = torch.autograd.grad(agent.loss_terms()["termination"].sum(), agent.policy.beta_table)
+    assert grad[1 * S + 5].item() == pytest.approx(0.25 * (2 - 2 + 0.1))
+
+
+class OneStepBandit(TorchVectorEnv):
+    """One state, three actions with fixed rewards; every episode ends after one step."""
+
+    REWARD = torch.tensor([1.0, 0.0, 0.5])
+
+    def __init__(self, num_envs):
+        super().__init__(num_envs, single_observation_space=gym.spaces.Discrete(1),
+                         single_action_space=gym.spaces.Discrete(3), max_episode_steps=10)
+
+    def _reset_state(self, mask, *, new_run):
+        pass
+
+    def _step_state(self, actions):
+        return self.REWARD[actions], torch.ones(self.num_envs, dtype=torch.bool)
+
+    def _observe(self):
+        return torch.zeros(self.num_envs, dtype=torch.long)
+
+
+def test_intra_option_policy_gradient_matches_the_exact_gradient():
+    torch.manual_seed(0)
+    n = 200_000
+    env = OneStepBandit(n)
+    cfg = OptionCriticConfig(num_options=1, learn_termination=False, temperature=1.0, baseline=True)
+    agent = OptionCritic(cfg, env, total_steps=10**9)
+    with torch.no_grad():
+        agent.policy.intra_table.copy_(torch.tensor([[0.3, -0.2, 0.1]]))
+        agent.policy.q_table.fill_(0.4)  # a baseline does not bias the estimator
+    agent.start(0)
+    agent._rollout()
+    terms = agent.loss_terms()
+    (estimate,) = torch.autograd.grad(terms["policy"].mean(), agent.policy.intra_table)
+    theta = agent.policy.intra_table.detach().clone().requires_grad_(True)
+    objective = (theta[0].softmax(-1) * OneStepBandit.REWARD).sum()  # J = Σ_a π(a) r(a) = Q_Ω(s, ω)
+    (exact,) = torch.autograd.grad(-objective, theta)
+    pi = theta[0].softmax(-1).detach()
+    stderr = (OneStepBandit.REWARD - 0.4).abs().max() * pi.sqrt() / math.sqrt(n)  # loose bound per coordinate
+    assert ((estimate[0] - exact[0]).abs() < 5 * stderr + 1e-4).all(), (estimate, exact)
+
+
+def test_arrival_and_shifted_conventions_agree_on_a_scripted_trajectory():
+    torch.manual_seed(3)
+    agent = make_agent(steps=4, num_options=3, termination_reg=0.05)
+    with torch.no_grad():
+        agent.policy.q_table.normal_()
+        agent.policy.beta_table.normal_()
+    states, options = [10, 11, 12, 22, 23], [2, 2, 0, 1]
+    fill(agent, obs=states[:4], arrival=states[1:], option=options, prev_option=[0] + options[:3],
+         episode_start=[True, False, False, False], action=[0, 1, 2, 3], reward=[0.0] * 4,
+         done=[False] * 4, terminated=[False] * 4)
+    arrival = agent.loss_terms()["termination"]
+    agent.cfg.termination_convention = "shifted"
+    shifted = agent.loss_terms()["termination"]
+    assert shifted[0].item() == 0.0  # the episode's first step has no previous option
+    torch.testing.assert_close(arrival[:3], shifted[1:])  # the same samples, one step later
+    g_arrival = torch.autograd.grad(arrival[:3].sum(), agent.policy.beta_table)[0]
+    agent_terms = agent.loss_terms()["termination"]
+    g_shifted = torch.autograd.grad(agent_terms[1:].sum(), agent.policy.beta_table)[0]
+    torch.testing.assert_close(g_arrival, g_shifted)
+
+
+def test_arrival_convention_skips_terminal_arrivals():
+    agent = make_agent(num_options=2)
+    fill(agent, obs=[4], arrival=[5], option=[0], action=[0], reward=[1.0], done=[True], terminated=[True])
+    assert agent.loss_terms()["termination"].item() == 0.0
+
+
+def test_option_critic_learns_four_rooms_without_collapsing():
+    torch.manual_seed(0)
+    env = FourRoomsVectorEnv(16, max_episode_steps=100)
+    agent = OptionCritic(OptionCriticConfig(num_options=4, lr_critic=1.0, lr_intra=1.0), env, total_steps=10**9)
+    agent.start(1)
+    for _ in range(6000):  # 96k env steps
+        agent.train_iteration()
+    extras = agent.log_extras()
+    result = evaluate(agent, FourRoomsVectorEnv(250, max_episode_steps=100), 1000, seed=7)
+    assert result["success_rate"] >= 0.9, result  # random policy: 0.24
+    assert result["length_mean"] <= 30, result
+    assert extras["options/duration"] > 1.5 and extras["options/collapsed_to_primitive"] == 0.0, extras
+
+
+def test_independent_runs_do_not_share_updates():
+    agent = make_agent(num_envs=4, num_runs=4, num_options=2)
+    fill(agent, obs=[[1, 1, 1, 1]], arrival=[[2, 2, 2, 2]], option=[[0, 0, 0, 0]], action=[[0, 0, 0, 0]],
+         reward=[[1.0, 0.0, 0.0, 0.0]], done=[[True, False, False, False]], terminated=[[True, False, False, False]])
+    terms = agent.loss_terms()
+    (grad,) = torch.autograd.grad(terms["critic"].sum(), agent.policy.q_table)
+    rows = grad.view(4, S, 2)[:, 1, 0]
+    assert rows[0].item() == pytest.approx(-1.0) and (rows[1:] == 0).all()  # only run 0 saw a reward
