@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import gymnasium as gym
 
+from modrl.envs.craft import CraftVectorEnv
 from modrl.envs.four_rooms import FourRoomsVectorEnv
 from modrl.vec import single_env_factory
 
 #: env id -> batched class, for ``modrl list`` and ``modrl bench``
 REGISTRY: dict[str, type] = {
     "modrl/FourRooms-v0": FourRoomsVectorEnv,
+    "modrl/Craft-v0": CraftVectorEnv,
 }
 
 
@@ -27,4 +29,4 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["FourRoomsVectorEnv", "REGISTRY"]
+__all__ = ["CraftVectorEnv", "FourRoomsVectorEnv", "REGISTRY"]

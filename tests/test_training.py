@@ -102,7 +102,7 @@ def test_run_directory_events_and_checkpoints(tmp_path):
     assert result["episodes"] == 20 and result["global_step"] == 4096
 
 
-@pytest.mark.parametrize("agent", ["ppo", "reinforce"])
+@pytest.mark.parametrize("agent", ["ppo", "reinforce", "option_critic"])
 def test_resume_continues_exactly(tmp_path, agent):
     extra = ("checkpoint_every=100", f"agent.name={agent}", "eval_episodes=0")
     full = train(tiny(tmp_path / "full", *extra))

@@ -1,0 +1,313 @@
+"""Craft, batched: the gridworld of *Modular Multitask RL with Policy Sketches* (Andreas, Klein &
+Levine 2017, §5.1), with the semantics of the original ``worlds/craft.py`` (jacobandreas/psketch).
+
+- 10×10 grid with a boundary ring, indexed [x, y] with y growing upwards; at most one kind per
+  cell; the agent is not in the grid. Kinds are numbered from 1 (channel 0 is never set):
+  boundary 1, workshop0–2 2–4, water 5, stone 6, iron 7, grass 8, wood 9, gold 10, gem 11, and the
+  crafted items in a fixed order (the original's was Python 2 dict order): plank 12, stick 13,
+  cloth 14, rope 15, bridge 16, bed 17, axe 18, shears 19, ladder 20.
+- Actions DOWN 0, UP 1, LEFT 2, RIGHT 3, USE 4, and STOP 5 (the sketch sub-policies' STOP, which
+  moves the env's sketch pointer). A move sets the facing direction and moves only into an empty
+  cell. USE acts on the faced cell: pick up any non-environment kind; at a workshop fire, in
+  recipe-file order, every recipe whose inputs are all held (one USE can craft several items);
+  water needs a bridge and consumes it; stone needs an axe and keeps it.
+- A fresh map per episode: 4 each of iron, grass, wood and the 3 workshops at uniform free cells,
+  then the agent; for get[gold] / get[gem] first the treasure at (1 + U{0..7}, 1) inside a 3×3
+  block of water / stone.
+- Observation (1076 floats, the original features): a 5×5 one-hot window around the agent
+  (x, y, kind order), a 25×25 window max-pooled to 5×5, inventory counts (21), facing one-hot (4),
+  and a constant 0. ``task_in_obs`` appends a one-hot of the task (for sketch-free baselines).
+- Reward 1 only on the step where the sketch pointer passes the task's last step (a STOP) with the
+  goal item held; that step terminates the episode. 100 steps per episode, STOP steps counted
+  (truncation).
+
+Tasks are data: ``task_names``, their sketches, the splits ``train`` (8 tasks) and ``heldout``
+(make[bed], make[axe]); ``set_task_distribution`` changes the task weights between updates
+without rebuilding the env. The current task of each env is ``env.task`` and ``info["task"]``.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from modrl.vec import EnvError, TorchVectorEnv
+
+KINDS = (
+    "boundary", "workshop0", "workshop1", "workshop2", "water", "stone",
+    "iron", "grass", "wood", "gold", "gem",
+    "plank", "stick", "cloth", "rope", "bridge", "bed", "axe", "shears", "ladder",
+)  # fmt: skip
+KIND = {name: i + 1 for i, name in enumerate(KINDS)}
+NUM_KINDS = len(KINDS) + 1  # 21 channels, channel 0 unused
+GRABBABLE_FROM = KIND["iron"]  # kinds ≥ 7 can be picked up
+
+#: recipes in the order of the original recipes.yaml: (output, workshop, {input: count})
+RECIPES = (
+    ("plank", "workshop0", {"wood": 1}),
+    ("axe", "workshop0", {"stick": 1, "iron": 1}),
+    ("rope", "workshop0", {"grass": 1}),
+    ("stick", "workshop1", {"wood": 1}),
+    ("bed", "workshop1", {"plank": 1, "grass": 1}),
+    ("shears", "workshop1", {"stick": 1, "iron": 1}),
+    ("cloth", "workshop2", {"grass": 1}),
+    ("bridge", "workshop2", {"wood": 1, "iron": 1}),
+    ("ladder", "workshop2", {"plank": 1, "stick": 1}),
+)
+
+#: module symbols of the sketches (the shared inventory of sub-policies)
+SYMBOLS = ("get_wood", "get_grass", "get_iron", "get_gold", "get_gem", "make0", "make1", "make2")
+
+#: the 10 tasks of the paper with their sketches (resources/craft/hints.yaml), goal item = task's item
+SKETCHES = {
+    "make[plank]": ("get_wood", "make0"),
+    "make[stick]": ("get_wood", "make1"),
+    "make[cloth]": ("get_grass", "make2"),
+    "make[rope]": ("get_grass", "make0"),
+    "make[bridge]": ("get_iron", "get_wood", "make2"),
+    "make[bed]": ("get_wood", "make0", "get_grass", "make1"),
+    "make[axe]": ("get_wood", "make1", "get_iron", "make0"),
+    "make[shears]": ("get_wood", "make1", "get_iron", "make1"),
+    "get[gold]": ("get_iron", "get_wood", "make2", "get_gold"),
+    "get[gem]": ("get_wood", "make1", "get_iron", "make0", "get_gem"),
+}
+TASKS = tuple(SKETCHES)
+SPLITS = {
+    "all": TASKS,
+    "heldout": ("make[bed]", "make[axe]"),
+    "train": tuple(t for t in TASKS if t not in ("make[bed]", "make[axe]")),
+}
+
+DOWN, UP, LEFT, RIGHT, USE, STOP = range(6)
+#: (dx, dy) of DOWN, UP, LEFT, RIGHT (y grows upwards)
+DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))
+SIZE = 10
+NUM_FEATURES = 2 * 5 * 5 * NUM_KINDS + NUM_KINDS + 4 + 1  # 1076
+
+
+def goal_item(task: str) -> str:
+    return task[task.index("[") + 1 : -1]
+
+
+class CraftVectorEnv(TorchVectorEnv):
+    """Batched Craft; see the module docstring."""
+
+    metadata = {**TorchVectorEnv.metadata, "render_modes": ["ansi"]}
+    state_keys = ("grid", "pos", "facing", "inventory", "task", "pointer", "task_weights")
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        split: str = "train",
+        tasks: list[str] | None = None,
+        task_in_obs: bool = False,
+        max_episode_steps: int = 100,
+        device: str | torch.device = "cpu",
+        autoreset_mode=None,
+        render_mode: str | None = None,
+    ):
+        if tasks is None:
+            if split not in SPLITS:
+                raise EnvError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
+            tasks = list(SPLITS[split])
+        unknown = [t for t in tasks if t not in SKETCHES]
+        if unknown:
+            raise EnvError(f"unknown Craft tasks {unknown}; tasks: {', '.join(TASKS)}")
+        self.task_in_obs = task_in_obs
+        features = NUM_FEATURES + (len(TASKS) if task_in_obs else 0)
+        super().__init__(
+            num_envs,
+            single_observation_space=gym.spaces.Box(0.0, 255.0, (features,), np.float32),
+            single_action_space=gym.spaces.Discrete(6),
+            max_episode_steps=max_episode_steps,
+            device=device,
+            render_mode=render_mode,
+            **({"autoreset_mode": autoreset_mode} if autoreset_mode is not None else {}),
+        )
+        n, dev = num_envs, self.device
+        self.task_names = TASKS
+        longest = max(len(s) for s in SKETCHES.values())
+        sketch_table = torch.full((len(TASKS), longest), -1, dtype=torch.long)
+        for i, task in enumerate(TASKS):
+            sketch_table[i, : len(SKETCHES[task])] = torch.tensor([SYMBOLS.index(s) for s in SKETCHES[task]])
+        self.sketches = sketch_table.to(dev)  # [T, L] symbol indices, −1 padded
+        self.sketch_lengths = torch.tensor([len(SKETCHES[t]) for t in TASKS], device=dev)
+        self.goal_kind = torch.tensor([KIND[goal_item(t)] for t in TASKS], device=dev)
+        self._directions = torch.tensor(DIRECTIONS, device=dev)
+        self._unit = torch.eye(NUM_KINDS, dtype=torch.int32, device=dev)
+        self._recipes = [
+            (KIND[out], KIND[shop], torch.tensor([KIND[k] for k in needs], device=dev))
+            for out, shop, needs in RECIPES
+        ]
+        # per-env state
+        self.grid = torch.zeros(n, SIZE, SIZE, dtype=torch.uint8, device=dev)
+        self.pos = torch.zeros(n, 2, dtype=torch.long, device=dev)
+        self.facing = torch.zeros(n, dtype=torch.long, device=dev)
+        self.inventory = torch.zeros(n, NUM_KINDS, dtype=torch.int32, device=dev)
+        self.task = torch.zeros(n, dtype=torch.long, device=dev)
+        self.pointer = torch.zeros(n, dtype=torch.long, device=dev)
+        self.task_weights = torch.zeros(len(TASKS), device=dev)
+        self.set_task_distribution(tasks)
+        # constants for map generation and features
+        ring = torch.zeros(SIZE, SIZE, dtype=torch.uint8)
+        ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = KIND["boundary"]
+        self._ring = ring.to(dev)
+        xs = torch.arange(SIZE, device=dev)
+        self._cell_x = xs.view(SIZE, 1).expand(SIZE, SIZE).reshape(-1)
+        self._cell_y = xs.view(1, SIZE).expand(SIZE, SIZE).reshape(-1)
+        self._window = torch.arange(-2, 3, device=dev)
+
+    # ------------------------------------------------------------------ tasks
+    def set_task_distribution(self, tasks_or_weights) -> None:
+        """Sample new episodes' tasks from a list of task names (uniform), or from weights over
+        all 10 tasks (a tensor or a {name: weight} dict; e.g. the curriculum's 1 − success + 0.01)."""
+        weights = torch.zeros(len(TASKS), device=self.device)
+        if isinstance(tasks_or_weights, dict):
+            for name, w in tasks_or_weights.items():
+                if name not in SKETCHES:
+                    raise EnvError(f"unknown Craft task {name!r}")
+                weights[TASKS.index(name)] = float(w)
+        elif isinstance(tasks_or_weights, torch.Tensor):
+            if tasks_or_weights.shape != (len(TASKS),):
+                raise EnvError(f"task weights must have shape ({len(TASKS)},), got {tuple(tasks_or_weights.shape)}")
+            weights = tasks_or_weights.to(self.device, torch.float32).clone()
+        else:
+            for name in tasks_or_weights:
+                if name not in SKETCHES:
+                    raise EnvError(f"unknown Craft task {name!r}")
+                weights[TASKS.index(name)] = 1.0
+        if not bool((weights >= 0).all()) or float(weights.sum()) <= 0:
+            raise EnvError("task weights must be non-negative with a positive sum")
+        self.task_weights = weights / weights.sum()
+
+    # ------------------------------------------------------------------ map generation
+    def _random_free_cell(self, free: torch.Tensor) -> torch.Tensor:
+        """A uniform free cell per env (flat index into the 10×10 grid); ``free``: bool [N, 100]."""
+        scores = torch.rand(free.shape, generator=self.generator, device=self.device)
+        return torch.where(free, scores, -1.0).argmax(-1)
+
+    def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
+        n, dev = self.num_envs, self.device
+        task = torch.multinomial(self.task_weights.expand(n, -1), 1, generator=self.generator).squeeze(-1)
+        grid = self._ring.expand(n, SIZE, SIZE).clone().reshape(n, -1)
+        goal = self.goal_kind[task]
+        # treasure inside a 3×3 block of water (gold) or stone (gem), on the row above the bottom wall
+        treasure = (goal == KIND["gold"]) | (goal == KIND["gem"])
+        tx = 1 + torch.randint(0, 8, (n,), generator=self.generator, device=dev)
+        ty = torch.ones(n, dtype=torch.long, device=dev)
+        wall = torch.where(goal == KIND["gold"], KIND["water"], KIND["stone"]).to(torch.uint8)
+        near = ((self._cell_x - tx[:, None]).abs() <= 1) & ((self._cell_y - ty[:, None]).abs() <= 1)
+        block = treasure[:, None] & near & (grid == 0)
+        grid = torch.where(block, wall[:, None], grid)
+        centre = (self._cell_x == tx[:, None]) & (self._cell_y == ty[:, None])
+        grid = torch.where(treasure[:, None] & centre, goal[:, None].to(torch.uint8), grid)
+        # 4 each of iron, grass, wood, then the 3 workshops, at uniform free cells
+        for kind in [KIND["iron"]] * 4 + [KIND["grass"]] * 4 + [KIND["wood"]] * 4 + [KIND[f"workshop{i}"] for i in range(3)]:
+            cell = self._random_free_cell(grid == 0)
+            grid = grid.scatter(1, cell[:, None], torch.full((n, 1), kind, dtype=torch.uint8, device=dev))
+        agent = self._random_free_cell(grid == 0)
+        m = mask.view(-1, 1)
+        self.grid = torch.where(m.view(-1, 1, 1), grid.view(n, SIZE, SIZE), self.grid)
+        self.pos = torch.where(m, torch.stack([agent // SIZE, agent % SIZE], -1), self.pos)
+        self.facing = torch.where(mask, DOWN, self.facing)
+        self.inventory = torch.where(m, 0, self.inventory)
+        self.task = torch.where(mask, task, self.task)
+        self.pointer = torch.where(mask, 0, self.pointer)
+
+    # ------------------------------------------------------------------ dynamics
+    def _step_state(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n = self.num_envs
+        move = actions < USE
+        self.facing = torch.where(move, actions, self.facing)
+        front = self.pos + self._directions[self.facing]
+        front_flat = front[:, 0] * SIZE + front[:, 1]
+        flat = self.grid.view(n, -1)
+        front_kind = flat.gather(1, front_flat[:, None]).squeeze(1).long()
+        # move into an empty cell
+        self.pos = torch.where((move & (front_kind == 0))[:, None], front, self.pos)
+        # USE on the faced cell
+        use = actions == USE
+        e = self._unit  # e[k]: the inventory vector with a single 1 at kind k
+        inv = self.inventory
+        grab = use & (front_kind >= GRABBABLE_FROM)
+        inv = inv + grab.int()[:, None] * e[front_kind]
+        cross = use & (front_kind == KIND["water"]) & (inv[:, KIND["bridge"]] > 0)
+        inv = inv - cross.int()[:, None] * e[KIND["bridge"]]
+        break_stone = use & (front_kind == KIND["stone"]) & (inv[:, KIND["axe"]] > 0)
+        clear = grab | cross | break_stone
+        flat = flat.scatter(1, front_flat[:, None], torch.where(clear, 0, front_kind).to(torch.uint8)[:, None])
+        for out, shop, needs in self._recipes:  # a loop over the 9 recipes, in file order
+            fire = use & (front_kind == shop) & (inv[:, needs] > 0).all(-1)
+            inv = inv + fire.int()[:, None] * (e[out] - e[needs].sum(0))
+        self.inventory = inv
+        self.grid = flat.view(n, SIZE, SIZE)
+        # STOP advances the sketch pointer; past the last step the episode ends
+        stop = actions == STOP
+        self.pointer = self.pointer + stop.long()
+        finished = stop & (self.pointer >= self.sketch_lengths[self.task])
+        held = inv.gather(1, self.goal_kind[self.task][:, None]).squeeze(1) > 0
+        return (finished & held).float(), finished
+
+    def _success(self, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+        return reward > 0
+
+    # ------------------------------------------------------------------ observation
+    def _observe(self) -> torch.Tensor:
+        n = self.num_envs
+        one_hot = torch.nn.functional.one_hot(self.grid.long(), NUM_KINDS).float()  # [N, 10, 10, 21]
+        one_hot[..., 0] = 0.0
+        # local 5×5 window (zeros outside the grid), flattened in (x, y, kind) order
+        wx = self.pos[:, 0:1] + self._window  # [N, 5]
+        wy = self.pos[:, 1:2] + self._window
+        inside = ((wx >= 0) & (wx < SIZE))[:, :, None] & ((wy >= 0) & (wy < SIZE))[:, None, :]
+        cell = wx.clamp(0, SIZE - 1)[:, :, None] * SIZE + wy.clamp(0, SIZE - 1)[:, None, :]
+        local = one_hot.view(n, SIZE * SIZE, NUM_KINDS).gather(
+            1, cell.view(n, 25, 1).expand(-1, -1, NUM_KINDS)
+        ) * inside.view(n, 25, 1)
+        # coarse map: the 25×25 window (± 12) max-pooled in 5×5 blocks; on a 10×10 grid each
+        # cell's block index is (u − x + 12) // 5
+        bx = (self._cell_x[None, :] - self.pos[:, 0:1] + 12) // 5
+        by = (self._cell_y[None, :] - self.pos[:, 1:2] + 12) // 5
+        block = (bx * 5 + by)[:, :, None].expand(-1, -1, NUM_KINDS)
+        coarse = torch.zeros(n, 25, NUM_KINDS, device=self.device).scatter_reduce(
+            1, block, one_hot.view(n, SIZE * SIZE, NUM_KINDS), reduce="amax"
+        )
+        parts = [
+            local.reshape(n, -1),
+            coarse.reshape(n, -1),
+            self.inventory.float(),
+            torch.nn.functional.one_hot(self.facing, 4).float(),
+            torch.zeros(n, 1, device=self.device),
+        ]
+        if self.task_in_obs:
+            parts.append(torch.nn.functional.one_hot(self.task, len(TASKS)).float())
+        return torch.cat(parts, -1)
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        info["task"] = self.task.clone()
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, *, seed=None, options=None):
+        obs, info = super().reset(seed=seed, options=options)
+        info["task"] = self.task.clone()
+        return obs, info
+
+    def _render_ansi(self, index: int) -> str:
+        chars = {0: ".", KIND["boundary"]: "#", KIND["water"]: "~", KIND["stone"]: "%",
+                 KIND["workshop0"]: "0", KIND["workshop1"]: "1", KIND["workshop2"]: "2", KIND["gold"]: "$", KIND["gem"]: "*"}
+        grid = self.grid[index].cpu().numpy()
+        x, y = self.pos[index].tolist()
+        lines = []
+        for row_y in reversed(range(SIZE)):
+            line = ""
+            for col_x in range(SIZE):
+                k = int(grid[col_x, row_y])
+                ch = "@" if (col_x, row_y) == (x, y) else chars.get(k, KINDS[k - 1][0] if k else ".")
+                line += ch
+            lines.append(line)
+        task = TASKS[int(self.task[index])]
+        held = {KINDS[k - 1]: int(v) for k, v in enumerate(self.inventory[index].tolist()) if v and k}
+        return "\n".join(lines) + f"\ntask {task}, step {int(self.pointer[index])}, inventory {held}"
