@@ -253,6 +253,9 @@ class CraftVectorEnv(TorchVectorEnv):
     def _success(self, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
         return reward > 0
 
+    def _episode_info(self) -> dict[str, torch.Tensor]:
+        return {"task": self.task.clone()}  # the task of the episode that ended
+
     # ------------------------------------------------------------------ observation
     def _observe(self) -> torch.Tensor:
         n = self.num_envs

@@ -58,7 +58,17 @@ class OnPolicyAlgorithm:
 
     @property
     def global_step(self) -> int:
+        """Env steps so far (summed over the batch)."""
         return self.iteration * self.steps_per_iteration
+
+    @property
+    def total_steps(self) -> int:
+        """Env steps the run is planned for (the progress bar's total)."""
+        return self.num_iterations * self.steps_per_iteration
+
+    @property
+    def finished(self) -> bool:
+        return self.iteration >= self.num_iterations
 
     def start(self, seed: int) -> None:
         """Reset the env with ``seed`` (a fresh run)."""

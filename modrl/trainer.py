@@ -175,8 +175,7 @@ def train(
 
     print(f"modrl: run directory {run_dir}", file=sys.stderr)
     print(f"modrl: TensorBoard logs in {run_dir}  (view: tensorboard --logdir {run_dir.parent})", file=sys.stderr)
-    total = agent.num_iterations * agent.steps_per_iteration
-    progress = Progress(total, initial=agent.global_step, enabled=cfg.progress)
+    progress = Progress(agent.total_steps, initial=agent.global_step, enabled=cfg.progress)
     start_step, start_time = agent.global_step, time.perf_counter()
     done_here = 0
     saved_at = -1
@@ -188,15 +187,16 @@ def train(
 
     try:
         with _StopRequest() as stop:
-            while agent.iteration < agent.num_iterations:
+            while not agent.finished:
+                step_before = agent.global_step
                 metrics = agent.train_iteration()
                 done_here += 1
-                if agent.iteration % cfg.log_every == 0 or agent.iteration == agent.num_iterations:
+                if agent.iteration % cfg.log_every == 0 or agent.finished:
                     metrics.update(agent.stats.pop())
                     metrics.update(agent.log_extras())
                     metrics["charts/SPS"] = (agent.global_step - start_step) / (time.perf_counter() - start_time)
                     logger.scalars(metrics, agent.global_step)
-                progress.update(agent.steps_per_iteration, metrics)
+                progress.update(agent.global_step - step_before, metrics)
                 if agent.iteration % cfg.checkpoint_every == 0:
                     save()
                 if stop.requested or (max_iterations is not None and done_here >= max_iterations):

@@ -117,6 +117,10 @@ class TorchVectorEnv(VectorEnv):
         """Whether an episode ending at this step solved its task (default: it terminated)."""
         return terminated
 
+    def _episode_info(self) -> dict[str, torch.Tensor]:
+        """Extra per-env fields of ``info["episode"]``, read before the autoreset (e.g. the task)."""
+        return {}
+
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset all envs, or those in ``options["reset_mask"]`` (bool, shape ``(num_envs,)``).
@@ -168,6 +172,7 @@ class TorchVectorEnv(VectorEnv):
                 "l": self._elapsed.clone(),
                 "t": (now - self._episode_start).to(torch.float32),
                 "success": self._success(reward, terminated) & done,
+                **self._episode_info(),
             },
             "_episode": done,
         }
