@@ -130,7 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=1000)
-    p.add_argument("--split", default="train", help="task split to evaluate on (name of the results file)")
+    p.add_argument("--split", default="train", help="task split to evaluate on (e.g. heldout: zero-shot on held-out sketches)")
     p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampled ones")
     p.add_argument("--checkpoint", help="a specific checkpoint file instead of the latest")
     p.add_argument("--device", help="override the run's device")
@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, CheckpointError, EnvError, FileNotFoundError) as e:
+    except (ConfigError, CheckpointError, EnvError, FileNotFoundError, ValueError) as e:
         print(f"modrl: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

@@ -13,6 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import gymnasium as gym
 import torch
 import yaml
 
@@ -40,11 +41,13 @@ def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = Fals
     quota = torch.full((n,), episodes // n, dtype=torch.long, device=env.device)
     quota[: episodes % n] += 1
     finished = torch.zeros(n, dtype=torch.long, device=env.device)
-    returns, lengths, successes = [], [], []
+    returns, lengths, successes, tasks = [], [], [], []
     env.check_actions = False
     # Agents with call-and-return state (options) evaluate through an actor of their own.
     actor = agent.make_actor(n) if hasattr(agent, "make_actor") else None
-    obs, _ = env.reset(seed=seed)
+    obs, reset_info = env.reset(seed=seed)
+    if actor is not None and hasattr(actor, "start"):
+        actor.start(reset_info)
     max_steps = int(quota.max()) * env.max_episode_steps + 1
     for _ in range(max_steps):
         action = actor.act(obs, deterministic) if actor is not None else agent.act(obs, deterministic)
@@ -57,6 +60,8 @@ def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = Fals
             returns.append(ep["r"][counted])
             lengths.append(ep["l"][counted].float())
             successes.append(ep["success"][counted].float())
+            if "task" in ep:
+                tasks.append(ep["task"][counted])
             finished += counted.long()
             if bool((finished >= quota).all()):
                 break
@@ -64,8 +69,18 @@ def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = Fals
     count = int(r.numel())
     std = float(r.std()) if count > 1 else 0.0
     lo, hi = wilson_interval(float(s.sum()), count)
+    per_task = {}
+    if tasks:
+        task = torch.cat(tasks).cpu()
+        names = getattr(env, "task_names", None)
+        for t in task.unique().tolist():
+            sel = task == t
+            k = int(sel.sum())
+            lo_t, hi_t = wilson_interval(float(s[sel].sum()), k)
+            per_task[names[t] if names else str(t)] = {"episodes": k, "success_rate": float(s[sel].mean()), "success_ci95": [lo_t, hi_t]}
     return {
         "episodes": count,
+        **({"per_task": per_task} if per_task else {}),
         "return_mean": float(r.mean()) if count else float("nan"),
         "return_ci95": Z95 * std / math.sqrt(count) if count else float("nan"),
         "success_rate": float(s.mean()) if count else float("nan"),
@@ -101,7 +116,17 @@ def evaluate_run(
     check_device(cfg.device)
     ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     ckpt = load_checkpoint(ckpt_path, map_location=cfg.device)
-    env = make_env(cfg.env, cfg.device, num_envs=min(cfg.env.num_envs, episodes))
+    overrides = {}
+    if split != "train" or "split" in cfg.env.kwargs:
+        import inspect
+
+        env_cls = gym.registry[cfg.env.id].vector_entry_point
+        if isinstance(env_cls, str):
+            env_cls = gym.envs.registration.load_env_creator(env_cls)
+        if "split" not in inspect.signature(env_cls).parameters:
+            raise ValueError(f"--split {split}: {cfg.env.id} has no task splits")
+        overrides["split"] = split
+    env = make_env(cfg.env, cfg.device, num_envs=min(cfg.env.num_envs, episodes), **overrides)
     agent = make_agent(cfg, env)
     agent.policy.load_state_dict(ckpt["agent"]["policy"])
     agent.policy.eval()
@@ -117,6 +142,9 @@ def evaluate_run(
         writer.add_scalar(f"eval/{split}/{key}", result[key], result["global_step"])
     writer.close()
     lo, hi = result["success_ci95"]
+    for name, r in result.get("per_task", {}).items():
+        print(f"  {name:16s} success {r['success_rate']:.3f} [{r['success_ci95'][0]:.3f}, {r['success_ci95'][1]:.3f}] "
+              f"({r['episodes']} episodes)", file=sys.stderr)
     print(
         f"modrl eval [{split}] {result['episodes']} episodes at step {result['global_step']:,}: "
         f"return {result['return_mean']:.3f} ± {result['return_ci95']:.3f}, "

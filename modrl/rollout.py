@@ -58,6 +58,11 @@ class EpisodeStats:
             [d.sum(), (ep["r"].double() * d).sum(), (ep["l"].double() * d).sum(), (ep["success"].double() * d).sum()]
         )
 
+    def add(self, count, return_sum, length_sum, success_sum) -> None:
+        """Add sums over episodes counted by the caller (e.g. one episode per env per update)."""
+        self.totals += torch.stack([torch.as_tensor(x, dtype=torch.float64, device=self.totals.device)
+                                    for x in (count, return_sum, length_sum, success_sum)])
+
     def pop(self) -> dict[str, float]:
         """CleanRL-named means since the last call (empty when no episode ended); resets the sums."""
         count, ret, length, success = self.totals.tolist()

@@ -1,0 +1,310 @@
+"""Policy sketches (Andreas, Klein & Levine 2017): modular multitask RL where each task's sketch
+(a sequence of sub-task symbols) fixes the routing through a shared inventory of sub-policies.
+
+- Modules: one per sketch symbol, ``1076 → 128 ReLU → 5 actions + STOP`` (a ``PolicyInventory``
+  with STOP as an action; STOP bias initialised to −3, P(STOP) ≈ 1%).
+- Routing: a ``SketchRouter`` pointer into the current task's sketch, advanced on STOP; the
+  ``CallAndReturn`` controller forces a STOP at the 15th step of a sub-task (the original's
+  forced advance), and forced STOPs are not trained on.
+- Learning rule (the original ``modular_ac.py``): REINFORCE on the Monte-Carlo discounted return
+  to go (γ = 0.9, STOP steps included) minus a per-task critic linear in the state features;
+  entropy bonus 0.001; RMSProp 1e-3; the summed gradients rescaled by min(1, 1/Σg²) (the original's
+  sum-of-squares rule; ``grad_scaling: norm`` clips the norm to 1 instead).
+- Curriculum (``CurriculumTrainer``): tasks with sketch length ≤ ℓ_max; a round is
+  ``updates_per_round`` updates; the first round at a new ℓ_max samples tasks uniformly, later
+  rounds ∝ 1 − success + 0.01; ℓ_max grows when every current task's success exceeds 0.8.
+
+Each update runs ``num_envs`` episodes side by side, one per env, to their ends (at most 100 steps),
+so returns are exact Monte-Carlo returns. Zero-shot recombination needs nothing else: evaluating
+on held-out sketches (``modrl eval RUN --split heldout``) chains the trained modules.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import torch
+
+from modrl.algorithm import OnPolicyAlgorithm, check_finite
+from modrl.controller import CallAndReturn
+from modrl.halting import Halting
+from modrl.inventory import PolicyInventory, ValueHeads
+from modrl.metrics import ModularityMetrics
+from modrl.routing import SketchRouter
+
+
+@dataclass
+class SketchConfig:
+    gamma: float = 0.9
+    learning_rate: float = 1e-3
+    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    entropy_coef: float = 0.001
+    hidden_size: int = 128
+    stop_bias: float = -3.0
+    max_subtask_steps: int = 15
+    """The 15th step of a sub-task is a forced STOP (not trained on)."""
+    grad_scaling: Literal["sum_of_squares", "norm", "none"] = "sum_of_squares"
+    curriculum: bool = True
+    updates_per_round: int = 500
+    promote_threshold: float = 0.8
+    critic_coef: float = 1.0
+
+
+class PolicySketches(OnPolicyAlgorithm):
+    def __init__(self, cfg: SketchConfig, env, total_steps: int):
+        super().__init__(env, total_steps, env.num_envs * env.max_episode_steps)
+        for attr in ("sketches", "sketch_lengths", "task_names", "set_task_distribution"):
+            if not hasattr(env, attr):
+                raise ValueError(f"the policy-sketch agent needs an env with sketches (e.g. modrl/Craft-v0); {type(env).__name__} has no {attr!r}")
+        self.cfg = cfg
+        n, dev = env.num_envs, self.device
+        self.num_symbols = int(env.sketches.max()) + 1
+        self.num_tasks = len(env.task_names)
+        features = env.single_observation_space.shape[0]
+        self.policy = torch.nn.ModuleDict({
+            "subpolicies": PolicyInventory(self.num_symbols, features, 5, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
+            "critics": ValueHeads(self.num_tasks, features),
+        }).to(dev)
+        params = self.policy.parameters()
+        if cfg.optimizer == "rmsprop":  # TensorFlow's RMSProp defaults: decay 0.9, epsilon 1e-10
+            self.optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, alpha=0.9, eps=1e-10)
+        else:
+            self.optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+        self.sketch_lists = [
+            [int(m) for m in env.sketches[t, : int(env.sketch_lengths[t])].tolist()] for t in range(self.num_tasks)
+        ]
+        self.allowed_tasks = torch.ones(self.num_tasks, dtype=torch.bool, device=dev)
+        self.task_weights = env.task_weights.clone()  # the split's distribution
+        self.max_length = 1 if cfg.curriculum else int(env.sketch_lengths.max())
+        self.round_updates = 0
+        self.round_success = torch.zeros(2, self.num_tasks, dtype=torch.float64, device=dev)  # successes, episodes
+        self.episodes = 0
+        self._steps = 0
+        self.total_env_steps = total_steps
+        self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev)
+        if cfg.curriculum:
+            self._promote()
+
+    # ------------------------------------------------------------------ bookkeeping
+    @property
+    def global_step(self) -> int:
+        return self._steps
+
+    @property
+    def total_steps(self) -> int:
+        return self.total_env_steps
+
+    @property
+    def finished(self) -> bool:
+        return self._steps >= self.total_env_steps
+
+    def _promote(self) -> None:
+        """Raise ℓ_max until some task of the split fits (Craft has no length-1 task), and restart the round."""
+        split = self.task_weights > 0
+        lengths = self.env.sketch_lengths
+        self.max_length += 1
+        while not bool((split & (lengths <= self.max_length)).any()):
+            self.max_length += 1
+        self.allowed_tasks = split & (lengths <= self.max_length)
+        self.env.set_task_distribution(self.allowed_tasks.float())
+        self.round_updates = 0
+        self.round_success.zero_()
+        self.first_round = True
+
+    def _curriculum_step(self) -> dict[str, float]:
+        cfg = self.cfg
+        self.round_updates += 1
+        if not cfg.curriculum or self.round_updates < cfg.updates_per_round:
+            return {}
+        successes, episodes = self.round_success
+        rate = torch.where(episodes > 0, successes / episodes.clamp_min(1), 0.0)
+        current = self.allowed_tasks & (episodes > 0)
+        out = {"curriculum/max_length": float(self.max_length)}
+        if bool(current.any()) and float(rate[current].min()) > cfg.promote_threshold and self.max_length < int(self.env.sketch_lengths[self.task_weights > 0].max()):
+            self._promote()
+        else:  # the next round samples tasks ∝ 1 − success + 0.01
+            weights = torch.where(self.allowed_tasks, (1 - rate) + 0.01, 0.0)
+            self.env.set_task_distribution(weights.float())
+            self.round_updates = 0
+            self.round_success.zero_()
+        out["curriculum/max_length"] = float(self.max_length)
+        return out
+
+    # ------------------------------------------------------------------ rollout: one episode per env
+    def start(self, seed: int) -> None:
+        self.obs, _ = self.env.reset(seed=seed)
+
+    @torch.no_grad()
+    def _rollout(self) -> dict[str, torch.Tensor]:
+        env, n, T = self.env, self.env.num_envs, self.env.max_episode_steps
+        modules = self.policy["subpolicies"]
+        obs, _ = env.reset(options={"reset_mask": torch.ones(n, dtype=torch.bool, device=self.device)})
+        task = env.task.clone()
+        router = SketchRouter(self.sketch_lists, n, self.num_symbols, self.device)
+        router.start(torch.ones(n, dtype=torch.bool, device=self.device), task)
+        ctrl = CallAndReturn(n, Halting(self.cfg.max_subtask_steps), self.cfg.gamma, self.device)
+        buf = {
+            "obs": torch.zeros(T, n, obs.shape[1], device=self.device),
+            "module": torch.zeros(T, n, dtype=torch.long, device=self.device),
+            "action": torch.zeros(T, n, dtype=torch.long, device=self.device),
+            "reward": torch.zeros(T, n, device=self.device),
+            "trainable": torch.zeros(T, n, dtype=torch.bool, device=self.device),
+            "alive": torch.zeros(T, n, dtype=torch.bool, device=self.device),
+        }
+        alive = torch.ones(n, dtype=torch.bool, device=self.device)
+        success = torch.zeros(n, dtype=torch.bool, device=self.device)
+        steps = 0
+        for t in range(T):
+            need = ctrl.needs_decision & alive
+            ctrl.decide(router.route().choice)
+            self.metrics.record_decisions(task, ctrl.active, need)
+            forced = ctrl.halting.at_cap(ctrl.steps_in_module)
+            logits, stop_logit = modules(obs, ctrl.active.clamp(max=self.num_symbols - 1))
+            probs = torch.cat([logits, stop_logit[:, None]], -1).softmax(-1)
+            action = torch.multinomial(probs, 1).squeeze(-1)
+            action = torch.where(forced, 5, action)  # the forced advance: STOP, not trained on
+            next_obs, reward, terminated, truncated, info = env.step(action)
+            transition, halt, _ = ctrl.step(action == 5, reward, terminated, truncated)
+            router.advance(halt)
+            self.metrics.record_step(transition)
+            buf["obs"][t], buf["module"][t], buf["action"][t] = obs, ctrl.active, action
+            buf["reward"][t] = reward
+            buf["trainable"][t] = alive & ~forced
+            buf["alive"][t] = alive
+            steps += int(alive.sum())
+            done = terminated | truncated
+            success |= alive & info["episode"]["success"]
+            alive = alive & ~done
+            obs = next_obs
+            if not bool(alive.any()):
+                break
+        self._steps += steps
+        self.episodes += n
+        self.round_success[0].index_add_(0, task, success.double())
+        self.round_success[1].index_add_(0, task, torch.ones(n, dtype=torch.float64, device=self.device))
+        # one episode per env: count, return (= success: reward 1 only on success), length, success
+        self.stats.add(n, success.double().sum(), buf["alive"].double().sum(), success.double().sum())
+        buf["task"] = task
+        buf["length"] = t + 1
+        return buf
+
+    # ------------------------------------------------------------------ update
+    def train_iteration(self) -> dict[str, float]:
+        cfg = self.cfg
+        buf = self._rollout()
+        T = buf["length"]
+        rewards, alive = buf["reward"][:T], buf["alive"][:T]
+        # Monte-Carlo return to go within each env's single episode (γ per tick, STOP ticks included)
+        returns = torch.zeros_like(rewards)
+        running = torch.zeros_like(rewards[0])
+        for t in reversed(range(T)):
+            running = rewards[t] + cfg.gamma * running * alive[t].float()
+            returns[t] = running
+        mask = buf["trainable"][:T].flatten()
+        idx = torch.nonzero(mask).squeeze(-1)  # once per update, not per step
+        obs = buf["obs"][:T].flatten(0, 1).index_select(0, idx)
+        module = buf["module"][:T].flatten().index_select(0, idx)
+        action = buf["action"][:T].flatten().index_select(0, idx)
+        ret = returns.flatten().index_select(0, idx)
+        task = buf["task"].repeat(T).index_select(0, idx)
+
+        logits, stop_logit = self.policy["subpolicies"](obs, module)
+        log_probs = torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
+        log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
+        value = self.policy["critics"](obs, task)
+        advantage = (ret - value).detach()
+        neg_entropy = (log_probs.exp() * log_probs).sum(-1)
+        count = max(1, idx.numel())
+        actor_loss = (-(log_prob * advantage) + cfg.entropy_coef * neg_entropy).sum() / count
+        critic_loss = ((ret - value) ** 2).sum() / count
+        check_finite({"policy_loss": actor_loss, "value_loss": critic_loss}, self.global_step)
+        self.optimizer.zero_grad(set_to_none=True)
+        (actor_loss + cfg.critic_coef * critic_loss).backward()
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        sq = torch.stack([g.pow(2).sum() for g in grads]).sum()
+        if cfg.grad_scaling == "sum_of_squares":  # the original: scale by min(1, 1/Σg²)
+            scale = torch.clamp(1.0 / sq.clamp_min(1e-12), max=1.0)
+            for g in grads:
+                g.mul_(scale)
+        elif cfg.grad_scaling == "norm":
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+        self.optimizer.step()
+        self.iteration += 1
+        out = {
+            "losses/policy_loss": actor_loss.detach(),
+            "losses/value_loss": critic_loss.detach(),
+            "losses/entropy": -neg_entropy.mean().detach(),
+            "losses/grad_sq_sum": sq.detach(),
+        }
+        metrics = dict(zip(out, torch.stack(list(out.values())).tolist()))
+        metrics["charts/episodes_total"] = float(self.episodes)
+        metrics.update(self._curriculum_step())
+        return metrics
+
+    def log_extras(self) -> dict[str, Any]:
+        summary = self.metrics.summary()
+        out: dict[str, Any] = {k: v for k, v in summary.items() if isinstance(v, float)}
+        out["router/usage_matrix"] = summary["usage_matrix"]
+        successes, episodes = self.round_success
+        for t, name in enumerate(self.env.task_names):
+            if float(episodes[t]) > 0:
+                out[f"tasks/{name}/success_rate"] = float(successes[t] / episodes[t])
+        out["curriculum/max_length"] = float(self.max_length)
+        return out
+
+    # ------------------------------------------------------------------ evaluation and checkpoints
+    def make_actor(self, num_envs: int) -> SketchActor:
+        return SketchActor(self, num_envs)
+
+    def state_dict(self) -> dict[str, Any]:
+        state = super().state_dict()
+        state.update(
+            max_length=self.max_length, round_updates=self.round_updates, round_success=self.round_success.clone(),
+            allowed_tasks=self.allowed_tasks.clone(), episodes=self.episodes, steps=self._steps,
+            env_task_weights=self.env.task_weights.clone(),
+        )
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        super().load_state_dict(state)
+        self.max_length = int(state["max_length"])
+        self.round_updates = int(state["round_updates"])
+        self.round_success = state["round_success"].to(self.device)
+        self.allowed_tasks = state["allowed_tasks"].to(self.device)
+        self.episodes, self._steps = int(state["episodes"]), int(state["steps"])
+        self.env.set_task_distribution(state["env_task_weights"].to(self.device))
+
+
+class SketchActor:
+    """Executes trained modules along each env's task sketch (zero-shot on held-out sketches)."""
+
+    def __init__(self, agent: PolicySketches, num_envs: int):
+        self.agent = agent
+        self.num_envs = num_envs
+        self.router = SketchRouter(agent.sketch_lists, num_envs, agent.num_symbols, agent.device)
+        self.controller = CallAndReturn(num_envs, Halting(agent.cfg.max_subtask_steps), agent.cfg.gamma, agent.device)
+
+    def start(self, info: dict) -> None:
+        """Called with the evaluation env's reset info: point every env at its task's sketch."""
+        self.router.start(torch.ones(self.num_envs, dtype=torch.bool, device=self.agent.device), info["task"])
+
+    @torch.no_grad()
+    def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+        a = self.agent
+        self.controller.decide(self.router.route().choice)
+        forced = self.controller.halting.at_cap(self.controller.steps_in_module)
+        logits, stop_logit = a.policy["subpolicies"](obs, self.controller.active.clamp(max=a.num_symbols - 1))
+        probs = torch.cat([logits, stop_logit[:, None]], -1).softmax(-1)
+        action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+        self.last_action = torch.where(forced, 5, action)
+        return self.last_action
+
+    @torch.no_grad()
+    def observe(self, next_obs, reward, terminated, truncated, info) -> None:
+        _, halt, _ = self.controller.step(self.last_action == 5, reward, terminated, truncated)
+        self.router.advance(halt)
+        done = terminated | truncated
+        self.router.start(done, info["task"])  # new episodes after the autoreset
+

@@ -1,0 +1,63 @@
+"""Policy-sketch agent: forced STOPs at the sub-task cap are not trained on, the curriculum starts
+at the shortest sketches, and held-out sketches run zero-shot through `modrl eval --split heldout`."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import torch
+
+from modrl.agents.sketch import PolicySketches, SketchConfig
+from modrl.cli import main
+from modrl.envs.craft import SKETCHES, TASKS, CraftVectorEnv
+from modrl.evaluation import evaluate
+
+CONFIGS = Path(__file__).resolve().parent.parent / "configs"
+
+
+def make(num_envs=16, **cfg):
+    env = CraftVectorEnv(num_envs, split="train")
+    agent = PolicySketches(SketchConfig(**cfg), env, total_steps=10**9)
+    agent.start(0)
+    return agent
+
+
+def test_forced_stops_at_the_cap_are_not_trained_on():
+    agent = make(stop_bias=-30.0)  # modules (almost) never STOP by themselves
+    buf = agent._rollout()
+    T = buf["length"]
+    actions, trainable, alive = buf["action"][:T], buf["trainable"][:T], buf["alive"][:T]
+    # every 15th tick of a sub-task is a forced STOP: ticks 15, 30 of each env's episode
+    assert (actions[14][alive[14]] == 5).all() and (~trainable[14][alive[14]]).all()
+    assert (actions[29][alive[29]] == 5).all() and (~trainable[29][alive[29]]).all()
+    assert trainable[:14].all() and (actions[:14] != 5).all()
+    # length-2 sketches end after two forced STOPs: every episode is 30 ticks
+    assert T == 30
+
+
+def test_curriculum_starts_at_the_shortest_sketches_and_promotes():
+    agent = make(updates_per_round=2, promote_threshold=-1.0)  # promote after every round
+    assert agent.max_length == 2  # Craft has no length-1 task
+    allowed = {TASKS[i] for i in torch.nonzero(agent.allowed_tasks).flatten().tolist()}
+    assert allowed == {t for t in TASKS if len(SKETCHES[t]) == 2}
+    for _ in range(2):
+        agent.train_iteration()
+    assert agent.max_length == 3 and agent.env.task_weights[TASKS.index("make[bridge]")] > 0
+    assert agent.env.task_weights[TASKS.index("make[bed]")] == 0  # held out, never trained on
+
+
+def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
+    agent = make(num_envs=8)
+    result = evaluate(agent, CraftVectorEnv(20, split="heldout"), 60, seed=1)
+    assert set(result["per_task"]) == {"make[bed]", "make[axe]"}
+    assert sum(r["episodes"] for r in result["per_task"].values()) == 60
+    # and through the CLI, from a (tiny) training run
+    code = main(["train", str(CONFIGS / "craft_sketch.yaml"), "--set", f"run_root={tmp_path}", "--set", "total_steps=3000",
+                 "--set", "env.num_envs=16", "--set", "eval_episodes=0", "--set", "progress=false"])
+    assert code == 0
+    run = next(tmp_path.iterdir())
+    assert main(["eval", str(run), "--split", "heldout", "--episodes", "40"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["split"] == "heldout" and set(out["per_task"]) == {"make[bed]", "make[axe]"}
+    assert (run / "eval" / "heldout.json").is_file()
