@@ -158,6 +158,11 @@ class CraftVectorEnv(TorchVectorEnv):
         self._cell_x = xs.view(SIZE, 1).expand(SIZE, SIZE).reshape(-1)
         self._cell_y = xs.view(1, SIZE).expand(SIZE, SIZE).reshape(-1)
         self._window = torch.arange(-2, 3, device=dev)
+        self._placed = torch.tensor(
+            [KIND["iron"]] * 4 + [KIND["grass"]] * 4 + [KIND["wood"]] * 4 + [KIND[f"workshop{i}"] for i in range(3)],
+            dtype=torch.uint8, device=dev,
+        )
+
 
     # ------------------------------------------------------------------ tasks
     def set_task_distribution(self, tasks_or_weights) -> None:
@@ -183,11 +188,6 @@ class CraftVectorEnv(TorchVectorEnv):
         self.task_weights = weights / weights.sum()
 
     # ------------------------------------------------------------------ map generation
-    def _random_free_cell(self, free: torch.Tensor) -> torch.Tensor:
-        """A uniform free cell per env (flat index into the 10×10 grid); ``free``: bool [N, 100]."""
-        scores = torch.rand(free.shape, generator=self.generator, device=self.device)
-        return torch.where(free, scores, -1.0).argmax(-1)
-
     def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
         n, dev = self.num_envs, self.device
         task = torch.multinomial(self.task_weights.expand(n, -1), 1, generator=self.generator).squeeze(-1)
@@ -203,11 +203,13 @@ class CraftVectorEnv(TorchVectorEnv):
         grid = torch.where(block, wall[:, None], grid)
         centre = (self._cell_x == tx[:, None]) & (self._cell_y == ty[:, None])
         grid = torch.where(treasure[:, None] & centre, goal[:, None].to(torch.uint8), grid)
-        # 4 each of iron, grass, wood, then the 3 workshops, at uniform free cells
-        for kind in [KIND["iron"]] * 4 + [KIND["grass"]] * 4 + [KIND["wood"]] * 4 + [KIND[f"workshop{i}"] for i in range(3)]:
-            cell = self._random_free_cell(grid == 0)
-            grid = grid.scatter(1, cell[:, None], torch.full((n, 1), kind, dtype=torch.uint8, device=dev))
-        agent = self._random_free_cell(grid == 0)
+        # 4 each of iron, grass, wood, the 3 workshops, then the agent, at uniform free cells:
+        # the 16 top-scoring free cells under i.i.d. uniform scores are a uniform ordered sample
+        # without replacement — the original's one-by-one placement, in one batched op
+        scores = torch.rand(grid.shape, generator=self.generator, device=dev)
+        cells = torch.where(grid == 0, scores, -1.0).topk(len(self._placed) + 1, dim=-1).indices
+        grid = grid.scatter(1, cells[:, :-1], self._placed.expand(n, -1))
+        agent = cells[:, -1]
         m = mask.view(-1, 1)
         self.grid = torch.where(m.view(-1, 1, 1), grid.view(n, SIZE, SIZE), self.grid)
         self.pos = torch.where(m, torch.stack([agent // SIZE, agent % SIZE], -1), self.pos)
@@ -259,24 +261,23 @@ class CraftVectorEnv(TorchVectorEnv):
     # ------------------------------------------------------------------ observation
     def _observe(self) -> torch.Tensor:
         n = self.num_envs
-        one_hot = torch.nn.functional.one_hot(self.grid.long(), NUM_KINDS).float()  # [N, 10, 10, 21]
-        one_hot[..., 0] = 0.0
+        grid = self.grid.view(n, SIZE * SIZE).long()
         # local 5×5 window (zeros outside the grid), flattened in (x, y, kind) order
         wx = self.pos[:, 0:1] + self._window  # [N, 5]
         wy = self.pos[:, 1:2] + self._window
         inside = ((wx >= 0) & (wx < SIZE))[:, :, None] & ((wy >= 0) & (wy < SIZE))[:, None, :]
         cell = wx.clamp(0, SIZE - 1)[:, :, None] * SIZE + wy.clamp(0, SIZE - 1)[:, None, :]
-        local = one_hot.view(n, SIZE * SIZE, NUM_KINDS).gather(
-            1, cell.view(n, 25, 1).expand(-1, -1, NUM_KINDS)
-        ) * inside.view(n, 25, 1)
-        # coarse map: the 25×25 window (± 12) max-pooled in 5×5 blocks; on a 10×10 grid each
-        # cell's block index is (u − x + 12) // 5
+        kinds = grid.gather(1, cell.view(n, 25)) * inside.view(n, 25)
+        local = torch.nn.functional.one_hot(kinds, NUM_KINDS).float()
+        local[..., 0] = 0.0  # empty cells and outside the grid: all zeros
+        # coarse map: the 25×25 window (± 12) max-pooled in 5×5 blocks; on a 10×10 grid cell (u, v)
+        # falls in block ((u − x + 12) // 5, (v − y + 12) // 5): mark (block, kind) pairs present
         bx = (self._cell_x[None, :] - self.pos[:, 0:1] + 12) // 5
         by = (self._cell_y[None, :] - self.pos[:, 1:2] + 12) // 5
-        block = (bx * 5 + by)[:, :, None].expand(-1, -1, NUM_KINDS)
-        coarse = torch.zeros(n, 25, NUM_KINDS, device=self.device).scatter_reduce(
-            1, block, one_hot.view(n, SIZE * SIZE, NUM_KINDS), reduce="amax"
-        )
+        coarse = torch.zeros(n, 25 * NUM_KINDS, device=self.device)
+        coarse.scatter_(1, (bx * 5 + by) * NUM_KINDS + grid, 1.0)
+        coarse = coarse.view(n, 25, NUM_KINDS)
+        coarse[..., 0] = 0.0
         parts = [
             local.reshape(n, -1),
             coarse.reshape(n, -1),
