@@ -189,14 +189,19 @@ class CraftVectorEnv(TorchVectorEnv):
 
     # ------------------------------------------------------------------ map generation
     def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
-        n, dev = self.num_envs, self.device
-        task = torch.multinomial(self.task_weights.expand(n, -1), 1, generator=self.generator).squeeze(-1)
-        grid = self._ring.expand(n, SIZE, SIZE).clone().reshape(n, -1)
+        # Only the rows being reset get a new map (a few % of the batch per step): their indices
+        # cost one host sync, far cheaper here than generating N maps and blending.
+        rows = torch.nonzero(mask).squeeze(-1)
+        k, dev = rows.numel(), self.device
+        if k == 0:
+            return
+        task = torch.multinomial(self.task_weights.expand(k, -1), 1, generator=self.generator).squeeze(-1)
+        grid = self._ring.reshape(1, -1).repeat(k, 1)
         goal = self.goal_kind[task]
         # treasure inside a 3×3 block of water (gold) or stone (gem), on the row above the bottom wall
         treasure = (goal == KIND["gold"]) | (goal == KIND["gem"])
-        tx = 1 + torch.randint(0, 8, (n,), generator=self.generator, device=dev)
-        ty = torch.ones(n, dtype=torch.long, device=dev)
+        tx = 1 + torch.randint(0, 8, (k,), generator=self.generator, device=dev)
+        ty = torch.ones(k, dtype=torch.long, device=dev)
         wall = torch.where(goal == KIND["gold"], KIND["water"], KIND["stone"]).to(torch.uint8)
         near = ((self._cell_x - tx[:, None]).abs() <= 1) & ((self._cell_y - ty[:, None]).abs() <= 1)
         block = treasure[:, None] & near & (grid == 0)
@@ -208,15 +213,14 @@ class CraftVectorEnv(TorchVectorEnv):
         # without replacement — the original's one-by-one placement, in one batched op
         scores = torch.rand(grid.shape, generator=self.generator, device=dev)
         cells = torch.where(grid == 0, scores, -1.0).topk(len(self._placed) + 1, dim=-1).indices
-        grid = grid.scatter(1, cells[:, :-1], self._placed.expand(n, -1))
+        grid = grid.scatter(1, cells[:, :-1], self._placed.expand(k, -1))
         agent = cells[:, -1]
-        m = mask.view(-1, 1)
-        self.grid = torch.where(m.view(-1, 1, 1), grid.view(n, SIZE, SIZE), self.grid)
-        self.pos = torch.where(m, torch.stack([agent // SIZE, agent % SIZE], -1), self.pos)
-        self.facing = torch.where(mask, DOWN, self.facing)
-        self.inventory = torch.where(m, 0, self.inventory)
-        self.task = torch.where(mask, task, self.task)
-        self.pointer = torch.where(mask, 0, self.pointer)
+        self.grid = self.grid.index_copy(0, rows, grid.view(k, SIZE, SIZE))
+        self.pos = self.pos.index_copy(0, rows, torch.stack([agent // SIZE, agent % SIZE], -1))
+        self.facing = self.facing.index_fill(0, rows, DOWN)
+        self.inventory = self.inventory.index_fill(0, rows, 0)
+        self.task = self.task.index_copy(0, rows, task)
+        self.pointer = self.pointer.index_fill(0, rows, 0)
 
     # ------------------------------------------------------------------ dynamics
     def _step_state(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
