@@ -63,8 +63,9 @@ class PolicySketches(OnPolicyAlgorithm):
         self.num_symbols = int(env.sketches.max()) + 1
         self.num_tasks = len(env.task_names)
         features = env.single_observation_space.shape[0]
+        self.stop_action = int(env.single_action_space.n) - 1  # the env's last action is STOP
         self.policy = torch.nn.ModuleDict({
-            "subpolicies": PolicyInventory(self.num_symbols, features, 5, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
+            "subpolicies": PolicyInventory(self.num_symbols, features, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
             "critics": ValueHeads(self.num_tasks, features),
         }).to(dev)
         params = self.policy.parameters()
@@ -132,6 +133,15 @@ class PolicySketches(OnPolicyAlgorithm):
         out["curriculum/max_length"] = float(self.max_length)
         return out
 
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def sample_action(self, obs, active, forced, deterministic: bool = False) -> torch.Tensor:
+        """Each env's active module acts (5 world actions + STOP); at the cap the action is a forced STOP."""
+        logits, stop_logit = self.policy["subpolicies"](obs, active.clamp(max=self.num_symbols - 1))
+        probs = torch.cat([logits, stop_logit[:, None]], -1).softmax(-1)
+        action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
+        return torch.where(forced, self.stop_action, action)  # the forced advance: STOP, not trained on
+
     # ------------------------------------------------------------------ rollout: one episode per env
     def start(self, seed: int) -> None:
         self.obs, _ = self.env.reset(seed=seed)
@@ -139,7 +149,6 @@ class PolicySketches(OnPolicyAlgorithm):
     @torch.no_grad()
     def _rollout(self) -> dict[str, torch.Tensor]:
         env, n, T = self.env, self.env.num_envs, self.env.max_episode_steps
-        modules = self.policy["subpolicies"]
         obs, _ = env.reset(options={"reset_mask": torch.ones(n, dtype=torch.bool, device=self.device)})
         task = env.task.clone()
         router = SketchRouter(self.sketch_lists, n, self.num_symbols, self.device)
@@ -161,12 +170,9 @@ class PolicySketches(OnPolicyAlgorithm):
             ctrl.decide(router.route().choice)
             self.metrics.record_decisions(task, ctrl.active, need)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
-            logits, stop_logit = modules(obs, ctrl.active.clamp(max=self.num_symbols - 1))
-            probs = torch.cat([logits, stop_logit[:, None]], -1).softmax(-1)
-            action = torch.multinomial(probs, 1).squeeze(-1)
-            action = torch.where(forced, 5, action)  # the forced advance: STOP, not trained on
+            action = self.sample_action(obs, ctrl.active, forced)
             next_obs, reward, terminated, truncated, info = env.step(action)
-            transition, halt, _ = ctrl.step(action == 5, reward, terminated, truncated)
+            transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
             router.advance(halt)
             self.metrics.record_step(transition)
             buf["obs"][t], buf["module"][t], buf["action"][t] = obs, ctrl.active, action
@@ -295,15 +301,12 @@ class SketchActor:
         a = self.agent
         self.controller.decide(self.router.route().choice)
         forced = self.controller.halting.at_cap(self.controller.steps_in_module)
-        logits, stop_logit = a.policy["subpolicies"](obs, self.controller.active.clamp(max=a.num_symbols - 1))
-        probs = torch.cat([logits, stop_logit[:, None]], -1).softmax(-1)
-        action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
-        self.last_action = torch.where(forced, 5, action)
+        self.last_action = a.sample_action(obs, self.controller.active, forced, deterministic)
         return self.last_action
 
     @torch.no_grad()
     def observe(self, next_obs, reward, terminated, truncated, info) -> None:
-        _, halt, _ = self.controller.step(self.last_action == 5, reward, terminated, truncated)
+        _, halt, _ = self.controller.step(self.last_action == self.agent.stop_action, reward, terminated, truncated)
         self.router.advance(halt)
         done = terminated | truncated
         self.router.start(done, info["task"])  # new episodes after the autoreset
