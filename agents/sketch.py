@@ -69,8 +69,14 @@ class PolicySketches(OnPolicyAlgorithm):
             "critics": ValueHeads(self.num_tasks, features),
         }).to(dev)
         params = self.policy.parameters()
-        if cfg.optimizer == "rmsprop":  # TensorFlow's RMSProp defaults: decay 0.9, epsilon 1e-10
+        if cfg.optimizer == "rmsprop":
+            # TensorFlow 1's RMSPropOptimizer, as the original used: decay 0.9, epsilon 1e-10, and the
+            # mean-square accumulator starting at ones (torch starts it at zeros, which makes the
+            # first steps ~3× lr in every coordinate)
+            params = list(params)
             self.optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, alpha=0.9, eps=1e-10)
+            for p in params:
+                self.optimizer.state[p] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(p)}
         else:
             self.optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
         self.sketch_lists = [
