@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from pathlib import Path
@@ -29,15 +30,17 @@ AGENTS = {
 }
 
 
-def run_agent(name: str, overrides: dict, runs: int, episodes: int, switch: int, seed: int, max_steps: int):
-    """Train ``runs`` independent agents until each has finished ``episodes`` episodes; return the
-    [runs, episodes] steps-per-episode table."""
+def run_agent(name: str, overrides: dict, runs: int, episodes: int, switch: int, seed: int, max_steps: int,
+              max_seconds: float):
+    """Train ``runs`` independent agents until each has finished ``episodes`` episodes (or
+    ``max_seconds`` have passed); return the [runs, episodes] steps-per-episode table, NaN where a
+    run had not reached that episode."""
     torch.manual_seed(seed)
     env = FourRoomsVectorEnv(runs, goal_switch_episode=switch, max_episode_steps=max_steps)
     cfg = OptionCriticConfig(num_runs=runs, num_steps=1, **overrides)
     agent = OptionCritic(cfg, env, total_steps=10**12)
     agent.start(seed)
-    lengths = torch.zeros(runs, episodes)
+    lengths = torch.full((runs, episodes), float("nan"))
     finished = torch.zeros(runs, dtype=torch.long)
     start, last_print, steps = time.time(), 0.0, 0
     rows = torch.arange(runs)
@@ -54,7 +57,7 @@ def run_agent(name: str, overrides: dict, runs: int, episodes: int, switch: int,
         return out
 
     env.step = step_and_record
-    while int(finished.min()) < episodes:
+    while int(finished.min()) < episodes and time.time() - start < max_seconds:
         agent.train_iteration()
         steps += runs
         if time.time() - last_print > 30:
@@ -71,25 +74,28 @@ def main() -> None:
     p.add_argument("--switch", type=int, default=1000)
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--max-seconds", type=float, default=3600.0, help="wall-time budget per agent")
     p.add_argument("--out", default="docs")
     args = p.parse_args()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"runs": args.runs, "episodes": args.episodes, "switch": args.switch, "seed": args.seed, "agents": {}}
     for i, (name, overrides) in enumerate(AGENTS.items()):
-        lengths, seconds = run_agent(name, overrides, args.runs, args.episodes, args.switch, args.seed + i, args.max_steps)
-        mean = lengths.mean(0)
-        before = mean[args.switch - 100 : args.switch].mean().item()
-        after = mean[args.switch : args.switch + 100].mean().item()
-        end = mean[-100:].mean().item()
+        lengths, seconds = run_agent(name, overrides, args.runs, args.episodes, args.switch, args.seed + i,
+                                     args.max_steps, args.max_seconds)
+        reached = (~lengths.isnan()).sum(0)  # runs that reached each episode
+        mean = lengths.nanmean(0)
+        window = lambda a, b: mean[a:b][reached[a:b] == args.runs].mean().item()  # noqa: E731  (all runs only)
+        before, after, end = window(args.switch - 100, args.switch), window(args.switch, args.switch + 100), window(-100, None)
         results["agents"][name] = {
-            "mean_steps_per_episode": [round(x, 2) for x in mean.tolist()],
+            "mean_steps_per_episode": [None if math.isnan(x) else round(x, 2) for x in mean.tolist()],
+            "runs_reaching_episode": reached.tolist(),
             "last_100_before_switch": before, "first_100_after_switch": after, "last_100": end,
-            "wall_seconds": seconds,
+            "wall_seconds": seconds, "all_runs_finished": bool(reached[-1] == args.runs),
         }
         print(f"{name}: {before:.1f} steps/episode before the switch, {after:.1f} in the 100 episodes after, "
-              f"{end:.1f} at the end ({seconds:.0f} s)")
-    (out / "fourrooms_transfer.json").write_text(json.dumps(results) + "\n")
+              f"{end:.1f} at the end ({seconds:.0f} s; {int(reached[-1])}/{args.runs} runs reached the last episode)")
+        (out / "fourrooms_transfer.json").write_text(json.dumps(results) + "\n")  # after every agent
     try:
         import matplotlib
 
@@ -104,7 +110,7 @@ def main() -> None:
     ax.axvline(args.switch, color="grey", linestyle=":", linewidth=1)
     ax.set_yscale("log")
     ax.set_xlabel("episode")
-    ax.set_ylabel(f"steps to goal (mean of {args.runs} runs)")
+    ax.set_ylabel(f"steps to goal (mean over {args.runs} runs)")
     ax.set_title("Four Rooms: goal moved at episode %d" % args.switch)
     ax.legend()
     fig.tight_layout()
