@@ -61,3 +61,24 @@ def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["split"] == "heldout" and set(out["per_task"]) == {"make[bed]", "make[axe]"}
     assert (run / "eval" / "heldout.json").is_file()
+
+
+def test_resume_continues_exactly(tmp_path):
+    from modrl.checkpoint import latest_checkpoint, load_checkpoint
+    from modrl.config import load_config
+    from modrl.trainer import train
+
+    def cfg(root):
+        return load_config(CONFIGS / "craft_sketch.yaml", [f"run_root={root}", "total_steps=6000", "env.num_envs=16",
+                                                           "eval_episodes=0", "progress=false", "checkpoint_every=100",
+                                                           "agent.updates_per_round=2"])
+
+    full = train(cfg(tmp_path / "full"))
+    part = train(cfg(tmp_path / "part"), max_iterations=2)
+    train(resume=part)
+    a, b = load_checkpoint(latest_checkpoint(full)), load_checkpoint(latest_checkpoint(part))
+    assert a["global_step"] == b["global_step"] >= 6000
+    for name, tensor in a["agent"]["policy"].items():
+        assert torch.equal(tensor, b["agent"]["policy"][name]), name
+    assert a["agent"]["max_length"] == b["agent"]["max_length"]
+    assert torch.equal(a["agent"]["round_success"], b["agent"]["round_success"])
