@@ -9,7 +9,8 @@
 - Learning rule (the original ``modular_ac.py``): REINFORCE on the Monte-Carlo discounted return
   to go (γ = 0.9, STOP steps included) minus a per-task critic linear in the state features;
   entropy bonus 0.001; RMSProp 1e-3; the summed gradients rescaled by min(1, 1/Σg²) (the original's
-  sum-of-squares rule; ``grad_scaling: norm`` clips the norm to 1 instead).
+  sum-of-squares rule; ``grad_scaling: norm`` clips the norm to 1 instead). ``update: ppo`` trains
+  the same modular agent with PPO's clipped surrogate (Schulman et al. 2017, eq. 7) instead.
 - Curriculum (``CurriculumTrainer``): tasks with sketch length ≤ ℓ_max; a round is
   ``updates_per_round`` updates; the first round at a new ℓ_max samples tasks uniformly, later
   rounds ∝ 1 − success + 0.01; ℓ_max grows when every current task's success exceeds 0.8.
@@ -50,6 +51,11 @@ class SketchConfig:
     updates_per_round: int = 500
     promote_threshold: float = 0.8
     critic_coef: float = 1.0
+    update: Literal["reinforce", "ppo"] = "reinforce"
+    """The original REINFORCE step, or PPO's clipped surrogate on the same modular agent."""
+    ppo_epochs: int = 4
+    ppo_minibatches: int = 4
+    clip_coef: float = 0.2
 
 
 class PolicySketches(OnPolicyAlgorithm):
@@ -222,38 +228,79 @@ class PolicySketches(OnPolicyAlgorithm):
         ret = returns.flatten().index_select(0, idx)
         task = buf["task"].repeat(T).index_select(0, idx)
 
-        logits, stop_logit = self.policy["subpolicies"](obs, module)
-        log_probs = torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
-        log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
-        value = self.policy["critics"](obs, task)
-        advantage = (ret - value).detach()
-        neg_entropy = (log_probs.exp() * log_probs).sum(-1)
-        count = max(1, idx.numel())
-        actor_loss = (-(log_prob * advantage) + cfg.entropy_coef * neg_entropy).sum() / count
-        critic_loss = ((ret - value) ** 2).sum() / count
-        check_finite({"policy_loss": actor_loss, "value_loss": critic_loss}, self.global_step)
-        self.optimizer.zero_grad(set_to_none=True)
-        (actor_loss + cfg.critic_coef * critic_loss).backward()
-        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
-        sq = torch.stack([g.pow(2).sum() for g in grads]).sum()
-        if cfg.grad_scaling == "sum_of_squares":  # the original: scale by min(1, 1/Σg²)
-            scale = torch.clamp(1.0 / sq.clamp_min(1e-12), max=1.0)
-            for g in grads:
-                g.mul_(scale)
-        elif cfg.grad_scaling == "norm":
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
-        self.optimizer.step()
+        if cfg.update == "reinforce":
+            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, action, ret, task)
+            sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
+        else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
+            with torch.no_grad():
+                old_log_prob = self._log_probs(obs, module).gather(-1, action[:, None]).squeeze(-1)
+                advantage = ret - self.policy["critics"](obs, task)
+            n = idx.numel()
+            size = max(1, n // cfg.ppo_minibatches)
+            for _ in range(cfg.ppo_epochs):
+                perm = torch.randperm(n, device=self.device)
+                for start in range(0, n, size):
+                    mb = perm[start : start + size]
+                    actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(
+                        obs.index_select(0, mb), module[mb], action[mb], ret[mb], task[mb],
+                        old_log_prob=old_log_prob[mb], advantage=advantage[mb],
+                    )
+                    sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
         self.iteration += 1
         out = {
             "losses/policy_loss": actor_loss.detach(),
             "losses/value_loss": critic_loss.detach(),
             "losses/entropy": -neg_entropy.mean().detach(),
             "losses/grad_sq_sum": sq.detach(),
+            "losses/clipfrac": clipfrac.detach().float(),
         }
         metrics = dict(zip(out, torch.stack(list(out.values())).tolist()))
         metrics["charts/episodes_total"] = float(self.episodes)
         metrics.update(self._curriculum_step())
         return metrics
+
+    def _log_probs(self, obs, module) -> torch.Tensor:
+        logits, stop_logit = self.policy["subpolicies"](obs, module)
+        return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
+
+    def _losses(self, obs, module, action, ret, task, old_log_prob=None, advantage=None):
+        """Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
+        loss, negative entropy and the clipped fraction, averaged over the samples."""
+        cfg = self.cfg
+        log_probs = self._log_probs(obs, module)
+        log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
+        value = self.policy["critics"](obs, task)
+        if advantage is None:
+            advantage = (ret - value).detach()
+        neg_entropy = (log_probs.exp() * log_probs).sum(-1)
+        if old_log_prob is None:
+            surrogate = log_prob * advantage
+            clipfrac = torch.zeros((), device=obs.device)
+        else:
+            ratio = (log_prob - old_log_prob).exp()
+            clipped = ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+            surrogate = torch.min(ratio * advantage, clipped * advantage)
+            clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
+        count = max(1, obs.shape[0])
+        actor_loss = (-surrogate + cfg.entropy_coef * neg_entropy).sum() / count
+        critic_loss = ((ret - value) ** 2).sum() / count
+        check_finite({"policy_loss": actor_loss, "value_loss": critic_loss}, self.global_step)
+        return actor_loss, critic_loss, neg_entropy, clipfrac
+
+    def _apply(self, loss: torch.Tensor) -> torch.Tensor:
+        """One optimiser step with the configured gradient rescaling; returns Σg² before rescaling."""
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        sq = torch.stack([g.pow(2).sum() for g in grads]).sum()
+        if self.cfg.grad_scaling == "sum_of_squares":  # the original: scale by min(1, 1/Σg²)
+            scale = torch.clamp(1.0 / sq.clamp_min(1e-12), max=1.0)
+            for g in grads:
+                g.mul_(scale)
+        elif self.cfg.grad_scaling == "norm":
+            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), 1.0)
+        self.optimizer.step()
+        return sq
 
     def log_extras(self) -> dict[str, Any]:
         summary = self.metrics.summary()

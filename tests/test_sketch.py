@@ -82,3 +82,28 @@ def test_resume_continues_exactly(tmp_path):
         assert torch.equal(tensor, b["agent"]["policy"][name]), name
     assert a["agent"]["max_length"] == b["agent"]["max_length"]
     assert torch.equal(a["agent"]["round_success"], b["agent"]["round_success"])
+
+
+def test_ppo_variant_matches_reinforce_at_the_rollout_policy():
+    # At the policy that collected the data the ratio is 1, so the clipped surrogate's gradient is the
+    # REINFORCE gradient; then the PPO variant trains for several epochs and reports a clip fraction.
+    torch.manual_seed(0)
+    agent = make(num_envs=8, update="ppo")
+    buf = agent._rollout()
+    T = buf["length"]
+    idx = torch.nonzero(buf["trainable"][:T].flatten()).squeeze(-1)
+    obs = buf["obs"][:T].flatten(0, 1)[idx]
+    module, action = buf["module"][:T].flatten()[idx], buf["action"][:T].flatten()[idx]
+    task = buf["task"].repeat(T)[idx]
+    ret = torch.rand(idx.numel())
+    params = list(agent.policy["subpolicies"].parameters())
+    with torch.no_grad():
+        old = agent._log_probs(obs, module).gather(-1, action[:, None]).squeeze(-1)
+        adv = ret - agent.policy["critics"](obs, task)
+    ppo_actor, _, _, clipfrac = agent._losses(obs, module, action, ret, task, old_log_prob=old, advantage=adv)
+    reinforce_actor, _, _, _ = agent._losses(obs, module, action, ret, task)
+    for a, b in zip(torch.autograd.grad(ppo_actor, params), torch.autograd.grad(reinforce_actor, params)):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
+    assert clipfrac.item() == 0.0
+    metrics = agent.train_iteration()
+    assert {"losses/policy_loss", "losses/clipfrac"} <= set(metrics) and 0.0 <= metrics["losses/clipfrac"] <= 1.0
