@@ -203,6 +203,21 @@ class OptionCritic(OnPolicyAlgorithm):
         random = torch.randint(0, cfg.num_options, greedy.shape, device=q.device)
         return torch.where(torch.rand(greedy.shape, device=q.device) < cfg.epsilon, random, greedy)
 
+    def sample_action(self, feat, run, option, deterministic: bool = False) -> torch.Tensor:
+        """An action of each env's active option, from π_ω = softmax(θ/τ)."""
+        logits = self.policy.intra_logits(feat, run, option) / self.cfg.temperature
+        return logits.argmax(-1) if deterministic else torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
+
+    def terminations(self, next_obs, done, info, run, option):
+        """At the arrival state s' (the final observation where the episode ended): its features,
+        β_ω(s') and the sampled stop of each env's option (never, without learned terminations)."""
+        arrival = torch.where(done.view(-1, *([1] * (next_obs.dim() - 1))), info["final_obs"], next_obs)
+        feat = self.policy.features(arrival, run)
+        if not self.cfg.learn_termination:
+            return arrival, feat, torch.zeros(done.shape, device=self.device), torch.zeros_like(done)
+        beta = torch.sigmoid(self.policy.beta_logit(feat, run, option))
+        return arrival, feat, beta, torch.rand_like(beta) < beta
+
     def u_value(self, q: torch.Tensor, beta: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
         """U(s', ω) = (1 − β_ω(s')) Q_Ω(s', ω) + β_ω(s') V(s') (value upon arrival)."""
         return (1 - beta) * q.gather(-1, option[:, None]).squeeze(-1) + beta * self.value(q)
@@ -218,18 +233,10 @@ class OptionCritic(OnPolicyAlgorithm):
             ctrl.decide(self.choose_options(net.q_values(feat, run)))
             self.metrics.record_decisions(torch.zeros_like(ctrl.active), ctrl.active, need)
             option = ctrl.active
-            logits = net.intra_logits(feat, run, option) / cfg.temperature
-            action = torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
+            action = self.sample_action(feat, run, option)
             next_obs, reward, terminated, truncated, info = env.step(action)
             done = terminated | truncated
-            arrival = torch.where(done.view(-1, *([1] * (next_obs.dim() - 1))), info["final_obs"], next_obs)
-            f_arrival = net.features(arrival, run)
-            beta = torch.sigmoid(net.beta_logit(f_arrival, run, option))
-            if cfg.learn_termination:
-                stop = torch.rand_like(beta) < beta
-            else:
-                beta = torch.zeros_like(beta)
-                stop = torch.zeros_like(done)
+            arrival, f_arrival, beta, stop = self.terminations(next_obs, done, info, run, option)
             # deliberation cost at a switch (not at the episode's end), bootstrap on truncation
             reward_train = reward - cfg.deliberation_cost * (stop & ~done).float()
             u = self.u_value(net.q_values(f_arrival, run), beta, option)
@@ -387,16 +394,10 @@ class OptionActor:
         a, net = self.agent, self.agent.policy
         feat = net.features(obs, self.run)
         self.controller.decide(a.choose_options(net.q_values(feat, self.run), deterministic))
-        logits = net.intra_logits(feat, self.run, self.controller.active) / a.cfg.temperature
-        if deterministic:
-            return logits.argmax(-1)
-        return torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
+        return a.sample_action(feat, self.run, self.controller.active, deterministic)
 
     @torch.no_grad()
     def observe(self, next_obs: torch.Tensor, reward, terminated, truncated, info) -> None:
-        a, net = self.agent, self.agent.policy
         done = terminated | truncated
-        arrival = torch.where(done.view(-1, *([1] * (next_obs.dim() - 1))), info["final_obs"], next_obs)
-        beta = torch.sigmoid(net.beta_logit(net.features(arrival, self.run), self.run, self.controller.active))
-        stop = torch.rand_like(beta) < beta if a.cfg.learn_termination else torch.zeros_like(done)
+        *_, stop = self.agent.terminations(next_obs, done, info, self.run, self.controller.active)
         self.controller.step(stop, reward, terminated, truncated)

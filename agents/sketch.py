@@ -124,7 +124,6 @@ class PolicySketches(OnPolicyAlgorithm):
         self.env.set_task_distribution(self.allowed_tasks.float())
         self.round_updates = 0
         self.round_success.zero_()
-        self.first_round = True
 
     def _curriculum_step(self) -> dict[str, float]:
         cfg = self.cfg
@@ -134,7 +133,6 @@ class PolicySketches(OnPolicyAlgorithm):
         successes, episodes = self.round_success
         rate = torch.where(episodes > 0, successes / episodes.clamp_min(1), 0.0)
         current = self.allowed_tasks & (episodes > 0)
-        out = {"curriculum/max_length": float(self.max_length)}
         if bool(current.any()) and float(rate[current].min()) > cfg.promote_threshold and self.max_length < int(self.env.sketch_lengths[self.task_weights > 0].max()):
             self._promote()
         else:  # the next round samples tasks ∝ 1 − success + 0.01
@@ -142,8 +140,7 @@ class PolicySketches(OnPolicyAlgorithm):
             self.env.set_task_distribution(weights.float())
             self.round_updates = 0
             self.round_success.zero_()
-        out["curriculum/max_length"] = float(self.max_length)
-        return out
+        return {"curriculum/max_length": float(self.max_length)}
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -176,7 +173,6 @@ class PolicySketches(OnPolicyAlgorithm):
         }
         alive = torch.ones(n, dtype=torch.bool, device=self.device)
         success = torch.zeros(n, dtype=torch.bool, device=self.device)
-        steps = 0
         for t in range(T):
             need = ctrl.needs_decision & alive
             ctrl.decide(router.route().choice)
@@ -191,14 +187,13 @@ class PolicySketches(OnPolicyAlgorithm):
             buf["reward"][t] = reward
             buf["trainable"][t] = alive & ~forced
             buf["alive"][t] = alive
-            steps += int(alive.sum())
             done = terminated | truncated
             success |= alive & info["episode"]["success"]
             alive = alive & ~done
             obs = next_obs
             if not bool(alive.any()):
                 break
-        self._steps += steps
+        self._steps += int(buf["alive"].sum())  # env steps of the episodes that were running
         self.episodes += n
         self.round_success[0].index_add_(0, task, success.double())
         self.round_success[1].index_add_(0, task, torch.ones(n, dtype=torch.float64, device=self.device))

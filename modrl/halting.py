@@ -80,11 +80,6 @@ def bernoulli_log_prob(logit: torch.Tensor, bit: torch.Tensor) -> torch.Tensor:
     return torch.where(bit, F.logsigmoid(logit), F.logsigmoid(-logit))
 
 
-def bernoulli_entropy(logit: torch.Tensor) -> torch.Tensor:
-    p = torch.sigmoid(logit)
-    return -(p * F.logsigmoid(logit) + (1 - p) * F.logsigmoid(-logit))
-
-
 def halting_distribution(lambdas: torch.Tensor) -> torch.Tensor:
     """PonderNet eq. 3: p_n = λ_n ∏_{j<n} (1 − λ_j) over the last dimension (N steps); the last
     step takes all remaining mass (the cap forces the stop), so each row sums to 1."""

@@ -48,11 +48,6 @@ def _tree_map(fn, obs: Obs) -> Obs:
     return fn(obs)
 
 
-def _where_rows(mask: torch.Tensor, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """``torch.where`` with a per-row mask broadcast over trailing dimensions."""
-    return torch.where(mask.view(-1, *([1] * (a.dim() - 1))), a, b)
-
-
 class TorchVectorEnv(VectorEnv):
     """Base class of modrl's batched environments (see the module docstring)."""
 
