@@ -33,6 +33,7 @@ from modrl.controller import CallAndReturn
 from modrl.halting import Halting
 from modrl.inventory import PolicyInventory, ValueHeads
 from modrl.metrics import ModularityMetrics
+from modrl.rollout import discounted_returns, generalized_advantages
 from modrl.routing import SketchRouter
 
 
@@ -51,6 +52,13 @@ class SketchConfig:
     updates_per_round: int = 500
     promote_threshold: float = 0.8
     critic_coef: float = 1.0
+    critic: Literal["task", "task_step"] = "task"
+    """The original's critic is linear in the features, one per task; ``task_step`` keeps one per
+    (task, sketch step), so the baseline knows how far along the sketch the episode is."""
+    advantage: Literal["mc", "gae"] = "mc"
+    """``mc``: the original's Monte-Carlo return minus the critic; ``gae``: generalised advantage
+    estimation (Schulman et al. 2016) with ``gae_lambda``, the critic regressing λ-returns."""
+    gae_lambda: float = 0.95
     update: Literal["reinforce", "ppo"] = "reinforce"
     """The original REINFORCE step, or PPO's clipped surrogate on the same modular agent."""
     ppo_epochs: int = 4
@@ -68,11 +76,13 @@ class PolicySketches(OnPolicyAlgorithm):
         n, dev = env.num_envs, self.device
         self.num_symbols = int(env.sketches.max()) + 1
         self.num_tasks = len(env.task_names)
+        self.max_sketch = int(env.sketch_lengths.max())
+        critic_heads = self.num_tasks * (self.max_sketch if cfg.critic == "task_step" else 1)
         features = env.single_observation_space.shape[0]
         self.stop_action = int(env.single_action_space.n) - 1  # the env's last action is STOP
         self.policy = torch.nn.ModuleDict({
             "subpolicies": PolicyInventory(self.num_symbols, features, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
-            "critics": ValueHeads(self.num_tasks, features),
+            "critics": ValueHeads(critic_heads, features),
         }).to(dev)
         params = self.policy.parameters()
         if cfg.optimizer == "rmsprop":
@@ -164,7 +174,8 @@ class PolicySketches(OnPolicyAlgorithm):
         router.start(torch.ones(n, dtype=torch.bool, device=self.device), task)
         ctrl = CallAndReturn(n, Halting(self.cfg.max_subtask_steps), self.cfg.gamma, self.device)
         buf = {
-            "obs": torch.zeros(T, n, obs.shape[1], device=self.device),
+            "obs": torch.empty(T, n, obs.shape[1], device=self.device),  # only rows [:length] are read
+            "critic": torch.zeros(T, n, dtype=torch.long, device=self.device),
             "module": torch.zeros(T, n, dtype=torch.long, device=self.device),
             "action": torch.zeros(T, n, dtype=torch.long, device=self.device),
             "reward": torch.zeros(T, n, device=self.device),
@@ -179,11 +190,13 @@ class PolicySketches(OnPolicyAlgorithm):
             self.metrics.record_decisions(task, ctrl.active, need)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
             action = self.sample_action(obs, ctrl.active, forced)
+            step_before = router.pointer
             next_obs, reward, terminated, truncated, info = env.step(action)
             transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
             router.advance(halt)
             self.metrics.record_step(transition)
             buf["obs"][t], buf["module"][t], buf["action"][t] = obs, ctrl.active, action
+            buf["critic"][t] = self._critic_index(task, step_before)
             buf["reward"][t] = reward
             buf["trainable"][t] = alive & ~forced
             buf["alive"][t] = alive
@@ -209,27 +222,34 @@ class PolicySketches(OnPolicyAlgorithm):
         buf = self._rollout()
         T = buf["length"]
         rewards, alive = buf["reward"][:T], buf["alive"][:T]
-        # Monte-Carlo return to go within each env's single episode (γ per tick, STOP ticks included)
-        returns = torch.zeros_like(rewards)
-        running = torch.zeros_like(rewards[0])
-        for t in reversed(range(T)):
-            running = rewards[t] + cfg.gamma * running * alive[t].float()
-            returns[t] = running
+        # each env ran one episode: it ends at its last alive step (γ per tick, STOP ticks included)
+        ended = alive & ~torch.cat([alive[1:], torch.zeros_like(alive[:1])])
         mask = buf["trainable"][:T].flatten()
         idx = torch.nonzero(mask).squeeze(-1)  # once per update, not per step
-        obs = buf["obs"][:T].flatten(0, 1).index_select(0, idx)
+        all_obs = buf["obs"][:T].flatten(0, 1)
+        critic = buf["critic"][:T].flatten()
+        if cfg.advantage == "mc":  # the original: Monte-Carlo return to go − critic
+            returns = discounted_returns(rewards, ended, torch.zeros_like(rewards[0]), cfg.gamma)
+            advantage = None
+        else:  # GAE over every alive tick (forced STOPs included), then only trainable ticks are used
+            with torch.no_grad():
+                values = self.policy["critics"](all_obs, critic).view(T, -1) * alive.float()
+            advantages, returns = generalized_advantages(rewards, values, ended, torch.zeros_like(rewards[0]), cfg.gamma, cfg.gae_lambda)
+            advantage = advantages.flatten().index_select(0, idx)
+        obs = all_obs.index_select(0, idx)
         module = buf["module"][:T].flatten().index_select(0, idx)
         action = buf["action"][:T].flatten().index_select(0, idx)
         ret = returns.flatten().index_select(0, idx)
-        task = buf["task"].repeat(T).index_select(0, idx)
+        head = critic.index_select(0, idx)
 
         if cfg.update == "reinforce":
-            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, action, ret, task)
+            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, action, ret, head, advantage=advantage)
             sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
         else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
             with torch.no_grad():
                 old_log_prob = self._log_probs(obs, module).gather(-1, action[:, None]).squeeze(-1)
-                advantage = ret - self.policy["critics"](obs, task)
+                if advantage is None:
+                    advantage = ret - self.policy["critics"](obs, head)
             n = idx.numel()
             size = max(1, n // cfg.ppo_minibatches)
             for _ in range(cfg.ppo_epochs):
@@ -237,7 +257,7 @@ class PolicySketches(OnPolicyAlgorithm):
                 for start in range(0, n, size):
                     mb = perm[start : start + size]
                     actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(
-                        obs.index_select(0, mb), module[mb], action[mb], ret[mb], task[mb],
+                        obs.index_select(0, mb), module[mb], action[mb], ret[mb], head[mb],
                         old_log_prob=old_log_prob[mb], advantage=advantage[mb],
                     )
                     sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
@@ -254,17 +274,23 @@ class PolicySketches(OnPolicyAlgorithm):
         metrics.update(self._curriculum_step())
         return metrics
 
+    def _critic_index(self, task: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+        """The critic head of each sample: its task, or its (task, sketch step) with ``critic: task_step``."""
+        if self.cfg.critic == "task":
+            return task
+        return task * self.max_sketch + step.clamp(max=self.max_sketch - 1)
+
     def _log_probs(self, obs, module) -> torch.Tensor:
         logits, stop_logit = self.policy["subpolicies"](obs, module)
         return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
 
-    def _losses(self, obs, module, action, ret, task, old_log_prob=None, advantage=None):
-        """Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
+    def _losses(self, obs, module, action, ret, critic, old_log_prob=None, advantage=None):
+        """``critic``: each sample's critic head. Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
         loss, negative entropy and the clipped fraction, averaged over the samples."""
         cfg = self.cfg
         log_probs = self._log_probs(obs, module)
         log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
-        value = self.policy["critics"](obs, task)
+        value = self.policy["critics"](obs, critic)
         if advantage is None:
             advantage = (ret - value).detach()
         neg_entropy = (log_probs.exp() * log_probs).sum(-1)

@@ -123,7 +123,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("train", help="train an agent from a YAML config (default job without one)")
     p.add_argument("config", nargs="?", help="YAML config file (see configs/); omitted: the default job")
-    p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a config key, e.g. agent.learning_rate=1e-3")
+    p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys, e.g. --set agent.learning_rate=1e-3 seed=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
     p.set_defaults(fn=cmd_train)
 

@@ -211,7 +211,8 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     parsed = []
     for item in overrides:
         if "=" not in item:
-            raise ConfigError(f"--set expects key=value, got {item!r}")
+            hint = " (the config file goes before --set: modrl train CONFIG.yaml --set key=value ...)" if item.endswith((".yaml", ".yml")) else ""
+            raise ConfigError(f"--set expects key=value, got {item!r}{hint}")
         key, raw = item.split("=", 1)
         parsed.append((key.strip(), yaml.safe_load(raw) if raw.strip() else ""))
     # Switching the algorithm starts its section afresh: the old one's keys would not fit.

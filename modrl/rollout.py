@@ -99,15 +99,21 @@ def collect(env, policy: ActorCritic, rollout: Rollout, obs: torch.Tensor, stats
 
 def gae(rollout: Rollout, next_value: torch.Tensor, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
     """Generalised advantage estimation (Schulman et al. 2016, eq. 16); returns ``(advantages, returns)``."""
-    advantages = torch.zeros_like(rollout.rewards)
+    return generalized_advantages(rollout.rewards, rollout.values, rollout.dones, next_value, gamma, lam)
+
+
+def generalized_advantages(rewards, values, dones, next_value, gamma: float, lam: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """GAE over ``[T, N]`` tensors: ``dones[t]`` cuts the bootstrap after step t, ``next_value`` is
+    the value after the last step. Returns ``(advantages, λ-returns)``."""
+    advantages = torch.zeros_like(rewards)
     last = torch.zeros_like(next_value)
-    for t in reversed(range(rollout.num_steps)):
-        next_v = next_value if t == rollout.num_steps - 1 else rollout.values[t + 1]
-        live = (~rollout.dones[t]).float()
-        delta = rollout.rewards[t] + gamma * next_v * live - rollout.values[t]
+    for t in reversed(range(rewards.shape[0])):
+        next_v = next_value if t == rewards.shape[0] - 1 else values[t + 1]
+        live = (~dones[t]).float()
+        delta = rewards[t] + gamma * next_v * live - values[t]
         last = delta + gamma * lam * live * last
         advantages[t] = last
-    return advantages, advantages + rollout.values
+    return advantages, advantages + values
 
 
 def discounted_returns(rewards: torch.Tensor, dones: torch.Tensor, last_value: torch.Tensor, gamma: float):

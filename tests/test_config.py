@@ -85,5 +85,7 @@ def test_cli_rejects_unknown_env_and_bad_env_kwargs(tmp_path, capsys):
     assert "unknown environment 'modrl/Nope-v0'" in capsys.readouterr().err
     assert main(["train", "--set", "env.kwargs.colour=red", "--set", f"run_root={tmp_path}"]) == 2
     assert "env.kwargs" in capsys.readouterr().err
-    assert main(["train", "--set", "env.kwargs.goal=500", "--set", f"run_root={tmp_path}"]) == 2
+    assert main(["train", "--set", "env.kwargs.goal=500", f"run_root={tmp_path}"]) == 2  # one --set, several keys
     assert "goal must be a cell index" in capsys.readouterr().err
+    assert main(["train", "--set", "seed=2", "configs/fourrooms_ppo.yaml"]) == 2
+    assert "the config file goes before --set" in capsys.readouterr().err

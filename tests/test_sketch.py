@@ -107,3 +107,38 @@ def test_ppo_variant_matches_reinforce_at_the_rollout_policy():
     assert clipfrac.item() == 0.0
     metrics = agent.train_iteration()
     assert {"losses/policy_loss", "losses/clipfrac"} <= set(metrics) and 0.0 <= metrics["losses/clipfrac"] <= 1.0
+
+
+def test_gae_endpoints_and_per_step_critic():
+    # λ = 1: the advantage is the Monte-Carlo return minus the value; λ = 0: the one-step TD error.
+    from modrl.rollout import discounted_returns, generalized_advantages
+
+    torch.manual_seed(0)
+    rewards, values = torch.rand(6, 3), torch.rand(6, 3)
+    dones = torch.zeros(6, 3, dtype=torch.bool)
+    dones[2, 0] = dones[5] = True
+    zero = torch.zeros(3)
+    mc = discounted_returns(rewards, dones, zero, 0.9)
+    adv, ret = generalized_advantages(rewards, values, dones, zero, 0.9, 1.0)
+    torch.testing.assert_close(adv, mc - values)
+    torch.testing.assert_close(ret, mc)
+    adv0, _ = generalized_advantages(rewards, values, dones, zero, 0.9, 0.0)
+    next_v = torch.cat([values[1:], zero[None]]) * (~dones).float()
+    torch.testing.assert_close(adv0, rewards + 0.9 * next_v - values)
+
+    # critic: task_step keeps one head per (task, sketch step): the head recorded at each tick is
+    # task · L + the env's sketch pointer before the tick
+    agent = make(num_envs=8, critic="task_step", advantage="gae")
+    L = agent.max_sketch
+    assert agent.policy["critics"].net.num_modules == agent.num_tasks * L
+    buf = agent._rollout()
+    T = buf["length"]
+    head, alive = buf["critic"][:T], buf["alive"][:T]
+    step = head % L
+    assert (head // L == buf["task"][None]).all()
+    assert (step[0] == 0).all()
+    # the pointer moves by one exactly after a STOP (chosen or forced) while the episode runs
+    stopped = (buf["action"][:T] == agent.stop_action) & alive
+    assert ((step[1:] - step[:-1])[alive[1:]] == stopped[:-1][alive[1:]].long()).all()
+    metrics = agent.train_iteration()
+    assert torch.isfinite(torch.tensor(metrics["losses/value_loss"]))
