@@ -40,6 +40,9 @@ class PPOConfig:
     hidden_size: int = 64
     num_layers: int = 2
     activation: Literal["tanh", "relu"] = "tanh"
+    tabulate_obs: bool = True
+    """With a Discrete observation space, run the networks once per possible observation and look
+    the batch up (same function and gradients; see ``ActorCritic``)."""
 
 
 class PPO(OnPolicyAlgorithm):
@@ -51,7 +54,7 @@ class PPO(OnPolicyAlgorithm):
             )
         self.cfg = cfg
         self.policy = ActorCritic(
-            env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation
+            env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation, cfg.tabulate_obs
         )
         self.policy.to(self.device)
         self.optimizer = make_adam(self.policy.parameters(), lr=cfg.learning_rate, eps=1e-5)

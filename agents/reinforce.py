@@ -34,6 +34,9 @@ class ReinforceConfig:
     hidden_size: int = 64
     num_layers: int = 2
     activation: Literal["tanh", "relu"] = "tanh"
+    tabulate_obs: bool = True
+    """With a Discrete observation space, run the networks once per possible observation and look
+    the batch up (same function and gradients; see ``ActorCritic``)."""
 
 
 class Reinforce(OnPolicyAlgorithm):
@@ -41,7 +44,7 @@ class Reinforce(OnPolicyAlgorithm):
         super().__init__(env, total_steps, cfg.num_steps * env.num_envs)
         self.cfg = cfg
         self.policy = ActorCritic(
-            env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation
+            env.single_observation_space, env.single_action_space, cfg.hidden_size, cfg.num_layers, cfg.activation, cfg.tabulate_obs
         )
         self.policy.to(self.device)
         self.optimizer = make_adam(self.policy.parameters(), lr=cfg.learning_rate)

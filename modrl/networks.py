@@ -114,10 +114,22 @@ def mlp(
 
 
 class ActorCritic(nn.Module):
-    """Separate actor and critic MLPs over a shared observation format (CleanRL's ``Agent``)."""
+    """Separate actor and critic MLPs over a shared observation format (CleanRL's ``Agent``).
+
+    With a ``Discrete(n)`` observation space and a batch of at least ``n`` observations, the
+    networks run once on each of the ``n`` possible observations and the batch looks its rows up
+    (``tabulate``): the same function and the same gradients (each table row's gradient is the sum
+    over the samples that read it), at the cost of ``n`` forward rows instead of the batch size.
+    """
 
     def __init__(
-        self, obs_space: gym.Space, action_space: gym.Space, hidden: int = 64, num_layers: int = 2, activation: str = "tanh"
+        self,
+        obs_space: gym.Space,
+        action_space: gym.Space,
+        hidden: int = 64,
+        num_layers: int = 2,
+        activation: str = "tanh",
+        tabulate: bool = True,
     ):
         super().__init__()
         if not isinstance(action_space, gym.spaces.Discrete):
@@ -125,12 +137,19 @@ class ActorCritic(nn.Module):
         self.num_actions = int(action_space.n)
         self.actor = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, self.num_actions, 0.01, activation)
         self.critic = mlp(ObsEncoder(obs_space, hidden), hidden, num_layers, 1, 1.0, activation)
+        self.table_size = int(obs_space.n) if tabulate and isinstance(obs_space, gym.spaces.Discrete) else 0
+
+    def _run(self, net: nn.Module, obs: torch.Tensor) -> torch.Tensor:
+        if 0 < self.table_size <= obs.shape[0]:
+            table = net(torch.arange(self.table_size, device=obs.device))
+            return _RowLookup.apply(table, obs.long().reshape(-1))
+        return net(obs)
 
     def value(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.critic(obs).squeeze(-1)
+        return self._run(self.critic, obs).squeeze(-1)
 
     def logits(self, obs: torch.Tensor) -> torch.Tensor:
-        return self.actor(obs)
+        return self._run(self.actor, obs)
 
 
 def sample_categorical(logits: torch.Tensor, deterministic: bool = False):
