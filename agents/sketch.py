@@ -52,6 +52,10 @@ class SketchConfig:
     updates_per_round: int = 500
     promote_threshold: float = 0.8
     critic_coef: float = 1.0
+    modules: Literal["per_symbol", "joint"] = "per_symbol"
+    """``per_symbol``: one sub-policy per sketch symbol (the modular agent); ``joint``: the paper's
+    joint baseline, one shared policy whose input also holds a one-hot encoding of the whole sketch
+    (the original's ``featurize_plan``), same STOP mechanism and critics."""
     critic: Literal["task", "task_step"] = "task"
     """The original's critic is linear in the features, one per task; ``task_step`` keeps one per
     (task, sketch step), so the baseline knows how far along the sketch the episode is."""
@@ -79,9 +83,17 @@ class PolicySketches(OnPolicyAlgorithm):
         self.max_sketch = int(env.sketch_lengths.max())
         critic_heads = self.num_tasks * (self.max_sketch if cfg.critic == "task_step" else 1)
         features = env.single_observation_space.shape[0]
+        # the joint baseline sees the task's whole sketch: one-hot [sketch step, symbol]
+        code = torch.zeros(self.num_tasks, self.max_sketch, self.num_symbols, device=dev)
+        for t in range(self.num_tasks):
+            for k in range(int(env.sketch_lengths[t])):
+                code[t, k, int(env.sketches[t, k])] = 1.0
+        self.sketch_code = code.flatten(1)
+        self.joint = cfg.modules == "joint"
+        policy_in = features + (self.sketch_code.shape[1] if self.joint else 0)
         self.stop_action = int(env.single_action_space.n) - 1  # the env's last action is STOP
         self.policy = torch.nn.ModuleDict({
-            "subpolicies": PolicyInventory(self.num_symbols, features, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
+            "subpolicies": PolicyInventory(1 if self.joint else self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
             "critics": ValueHeads(critic_heads, features),
         }).to(dev)
         params = self.policy.parameters()
@@ -100,7 +112,7 @@ class PolicySketches(OnPolicyAlgorithm):
         ]
         self.allowed_tasks = torch.ones(self.num_tasks, dtype=torch.bool, device=dev)
         self.task_weights = env.task_weights.clone()  # the split's distribution
-        self.max_length = 1 if cfg.curriculum else int(env.sketch_lengths.max())
+        self.max_length = 0 if cfg.curriculum else int(env.sketch_lengths.max())  # _promote starts ℓ_max at 1
         self.round_updates = 0
         self.round_success = torch.zeros(2, self.num_tasks, dtype=torch.float64, device=dev)  # successes, episodes
         self.episodes = 0
@@ -154,10 +166,9 @@ class PolicySketches(OnPolicyAlgorithm):
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
-    def sample_action(self, obs, active, forced, deterministic: bool = False) -> torch.Tensor:
+    def sample_action(self, obs, active, task, forced, deterministic: bool = False) -> torch.Tensor:
         """Each env's active module acts (5 world actions + STOP); at the cap the action is a forced STOP."""
-        logits, stop_logit = self.policy["subpolicies"](obs, active.clamp(max=self.num_symbols - 1))
-        probs = torch.cat([logits, stop_logit[:, None]], -1).softmax(-1)
+        probs = self._log_probs(obs, active.clamp(max=self.num_symbols - 1), task).exp()
         action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
         return torch.where(forced, self.stop_action, action)  # the forced advance: STOP, not trained on
 
@@ -189,7 +200,7 @@ class PolicySketches(OnPolicyAlgorithm):
             ctrl.decide(router.route().choice)
             self.metrics.record_decisions(task, ctrl.active, need)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
-            action = self.sample_action(obs, ctrl.active, forced)
+            action = self.sample_action(obs, ctrl.active, task, forced)
             step_before = router.pointer
             next_obs, reward, terminated, truncated, info = env.step(action)
             transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
@@ -241,13 +252,14 @@ class PolicySketches(OnPolicyAlgorithm):
         action = buf["action"][:T].flatten().index_select(0, idx)
         ret = returns.flatten().index_select(0, idx)
         head = critic.index_select(0, idx)
+        task = buf["task"].repeat(T).index_select(0, idx)
 
         if cfg.update == "reinforce":
-            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, action, ret, head, advantage=advantage)
+            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, task, action, ret, head, advantage=advantage)
             sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
         else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
             with torch.no_grad():
-                old_log_prob = self._log_probs(obs, module).gather(-1, action[:, None]).squeeze(-1)
+                old_log_prob = self._log_probs(obs, module, task).gather(-1, action[:, None]).squeeze(-1)
                 if advantage is None:
                     advantage = ret - self.policy["critics"](obs, head)
             n = idx.numel()
@@ -257,7 +269,7 @@ class PolicySketches(OnPolicyAlgorithm):
                 for start in range(0, n, size):
                     mb = perm[start : start + size]
                     actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(
-                        obs.index_select(0, mb), module[mb], action[mb], ret[mb], head[mb],
+                        obs.index_select(0, mb), module[mb], task[mb], action[mb], ret[mb], head[mb],
                         old_log_prob=old_log_prob[mb], advantage=advantage[mb],
                     )
                     sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
@@ -280,15 +292,19 @@ class PolicySketches(OnPolicyAlgorithm):
             return task
         return task * self.max_sketch + step.clamp(max=self.max_sketch - 1)
 
-    def _log_probs(self, obs, module) -> torch.Tensor:
+    def _log_probs(self, obs, module, task) -> torch.Tensor:
+        """Log-probabilities of the 5 world actions + STOP under each sample's module."""
+        if self.joint:  # one policy for every symbol, told the task's sketch
+            obs, module = torch.cat([obs, self.sketch_code[task]], -1), torch.zeros_like(module)
         logits, stop_logit = self.policy["subpolicies"](obs, module)
         return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
 
-    def _losses(self, obs, module, action, ret, critic, old_log_prob=None, advantage=None):
-        """``critic``: each sample's critic head. Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
-        loss, negative entropy and the clipped fraction, averaged over the samples."""
+    def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None):
+        """Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
+        loss, negative entropy and the clipped fraction, averaged over the samples; ``critic`` is
+        each sample's critic head."""
         cfg = self.cfg
-        log_probs = self._log_probs(obs, module)
+        log_probs = self._log_probs(obs, module, task)
         log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
         value = self.policy["critics"](obs, critic)
         if advantage is None:
@@ -375,7 +391,7 @@ class SketchActor:
         a = self.agent
         self.controller.decide(self.router.route().choice)
         forced = self.controller.halting.at_cap(self.controller.steps_in_module)
-        self.last_action = a.sample_action(obs, self.controller.active, forced, deterministic)
+        self.last_action = a.sample_action(obs, self.controller.active, self.router.task, forced, deterministic)
         return self.last_action
 
     @torch.no_grad()

@@ -17,6 +17,8 @@ Levine 2017, §5.1), with the semantics of the original ``worlds/craft.py`` (jac
 - Observation (1076 floats, the original features): a 5×5 one-hot window around the agent
   (x, y, kind order), a 25×25 window max-pooled to 5×5, inventory counts (21), facing one-hot (4),
   and a constant 0. ``task_in_obs`` appends a one-hot of the task (for sketch-free baselines).
+- ``sketch_set``: ``paper`` (the paper's sketches over 8 shared symbols) or ``independent`` (the
+  original's ``hints.indep.yaml``: one symbol per task, so one STOP ends the episode).
 - Reward 1 only on the step where the sketch pointer passes the task's last step (a STOP) with the
   goal item held; that step terminates the episode. 100 steps per episode, STOP steps counted
   (truncation).
@@ -90,6 +92,11 @@ def goal_item(task: str) -> str:
     return task[task.index("[") + 1 : -1]
 
 
+#: the original's ``hints.indep.yaml``: one symbol per task (the "independent" baseline, no sharing)
+INDEPENDENT_SKETCHES = {task: (f"{task[: task.index('[')]}_{goal_item(task)}",) for task in TASKS}
+SKETCH_SETS = {"paper": SKETCHES, "independent": INDEPENDENT_SKETCHES}
+
+
 class CraftVectorEnv(TorchVectorEnv):
     """Batched Craft; see the module docstring."""
 
@@ -103,6 +110,7 @@ class CraftVectorEnv(TorchVectorEnv):
         split: str = "train",
         tasks: list[str] | None = None,
         task_in_obs: bool = False,
+        sketch_set: str = "paper",
         max_episode_steps: int = 100,
         device: str | torch.device = "cpu",
         autoreset_mode=None,
@@ -115,6 +123,8 @@ class CraftVectorEnv(TorchVectorEnv):
         unknown = [t for t in tasks if t not in SKETCHES]
         if unknown:
             raise EnvError(f"unknown Craft tasks {unknown}; tasks: {', '.join(TASKS)}")
+        if sketch_set not in SKETCH_SETS:
+            raise EnvError(f"unknown sketch_set {sketch_set!r}; sketch sets: {', '.join(SKETCH_SETS)}")
         self.task_in_obs = task_in_obs
         features = NUM_FEATURES + (len(TASKS) if task_in_obs else 0)
         super().__init__(
@@ -128,12 +138,14 @@ class CraftVectorEnv(TorchVectorEnv):
         )
         n, dev = num_envs, self.device
         self.task_names = TASKS
-        longest = max(len(s) for s in SKETCHES.values())
+        sketches = SKETCH_SETS[sketch_set]
+        self.symbols = SYMBOLS if sketch_set == "paper" else tuple(sketches[t][0] for t in TASKS)
+        longest = max(len(s) for s in sketches.values())
         sketch_table = torch.full((len(TASKS), longest), -1, dtype=torch.long)
         for i, task in enumerate(TASKS):
-            sketch_table[i, : len(SKETCHES[task])] = torch.tensor([SYMBOLS.index(s) for s in SKETCHES[task]])
+            sketch_table[i, : len(sketches[task])] = torch.tensor([self.symbols.index(s) for s in sketches[task]])
         self.sketches = sketch_table.to(dev)  # [T, L] symbol indices, −1 padded
-        self.sketch_lengths = torch.tensor([len(SKETCHES[t]) for t in TASKS], device=dev)
+        self.sketch_lengths = torch.tensor([len(sketches[t]) for t in TASKS], device=dev)
         self.goal_kind = torch.tensor([KIND[goal_item(t)] for t in TASKS], device=dev)
         self._directions = torch.tensor(DIRECTIONS, device=dev)
         self._unit = torch.eye(NUM_KINDS, dtype=torch.int32, device=dev)

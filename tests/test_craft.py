@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 import modrl  # noqa: F401
-from modrl.envs.craft import KIND, NUM_FEATURES, SKETCHES, SPLITS, TASKS, CraftVectorEnv, goal_item
+from modrl.envs.craft import INDEPENDENT_SKETCHES, KIND, NUM_FEATURES, SKETCHES, SPLITS, TASKS, CraftVectorEnv, goal_item
 from modrl.vec import EnvError
 
 from craft_reference import ReferenceCraft
@@ -178,6 +178,10 @@ def test_sketches_match_the_original_data_files():
         pytest.skip("../shared/data not present")
     hints = yaml.safe_load((data / "hints.yaml").read_text())
     assert {k: tuple(v) for k, v in hints.items()} == SKETCHES
+    indep = yaml.safe_load((data / "hints.indep.yaml").read_text())
+    assert {k: tuple(v) for k, v in indep.items()} == INDEPENDENT_SKETCHES
+    env = CraftVectorEnv(2, sketch_set="independent")
+    assert env.sketch_lengths.tolist() == [1] * 10 and env.sketches[:, 0].tolist() == list(range(10))
 
 
 def test_gymnasium_views():

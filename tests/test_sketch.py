@@ -98,10 +98,10 @@ def test_ppo_variant_matches_reinforce_at_the_rollout_policy():
     ret = torch.rand(idx.numel())
     params = list(agent.policy["subpolicies"].parameters())
     with torch.no_grad():
-        old = agent._log_probs(obs, module).gather(-1, action[:, None]).squeeze(-1)
+        old = agent._log_probs(obs, module, task).gather(-1, action[:, None]).squeeze(-1)
         adv = ret - agent.policy["critics"](obs, task)
-    ppo_actor, _, _, clipfrac = agent._losses(obs, module, action, ret, task, old_log_prob=old, advantage=adv)
-    reinforce_actor, _, _, _ = agent._losses(obs, module, action, ret, task)
+    ppo_actor, _, _, clipfrac = agent._losses(obs, module, task, action, ret, task, old_log_prob=old, advantage=adv)
+    reinforce_actor, _, _, _ = agent._losses(obs, module, task, action, ret, task)
     for a, b in zip(torch.autograd.grad(ppo_actor, params), torch.autograd.grad(reinforce_actor, params)):
         torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-7)
     assert clipfrac.item() == 0.0
@@ -142,3 +142,28 @@ def test_gae_endpoints_and_per_step_critic():
     assert ((step[1:] - step[:-1])[alive[1:]] == stopped[:-1][alive[1:]].long()).all()
     metrics = agent.train_iteration()
     assert torch.isfinite(torch.tensor(metrics["losses/value_loss"]))
+
+
+def test_joint_and_independent_baselines():
+    # joint: one policy for every symbol, whose input holds the task's whole sketch (one-hot)
+    agent = make(num_envs=8, modules="joint")
+    assert agent.policy["subpolicies"].net.num_modules == 1
+    code = agent.sketch_code.view(agent.num_tasks, agent.max_sketch, agent.num_symbols)
+    plank = TASKS.index("make[plank]")
+    assert code[plank].nonzero().tolist() == [[0, 0], [1, 5]]  # get_wood, make0
+    obs = torch.zeros(2, 1076)
+    a, b = agent._log_probs(obs, torch.tensor([0, 7]), torch.tensor([plank, plank]))
+    torch.testing.assert_close(a, b)  # the symbol does not matter, only the sketch does
+    c = agent._log_probs(obs[:1], torch.tensor([0]), torch.tensor([TASKS.index("make[rope]")]))[0]
+    assert not torch.allclose(a, c)
+    agent.train_iteration()
+    # independent: one module per task (the original's hints.indep.yaml), a STOP ends the episode
+    env = CraftVectorEnv(8, split="train", sketch_set="independent")
+    agent = PolicySketches(SketchConfig(max_subtask_steps=100), env, total_steps=10**9)
+    agent.start(0)
+    assert agent.num_symbols == 10 and agent.max_length == 1  # every sketch has length 1
+    buf = agent._rollout()
+    T = buf["length"]
+    stops = (buf["action"][:T] == agent.stop_action) & buf["alive"][:T]
+    assert (stops.sum(0) <= 1).all()
+    assert (buf["module"][:T][buf["alive"][:T]] == buf["task"].expand(T, -1)[buf["alive"][:T]]).all()
