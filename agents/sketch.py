@@ -31,7 +31,7 @@ import torch
 from modrl.algorithm import OnPolicyAlgorithm, check_finite
 from modrl.controller import CallAndReturn
 from modrl.halting import Halting
-from modrl.inventory import PolicyInventory, ValueHeads
+from modrl.inventory import PolicyInventory, StackedMLP, ValueHeads
 from modrl.metrics import ModularityMetrics
 from modrl.rollout import discounted_returns, generalized_advantages
 from modrl.routing import SketchRouter
@@ -52,6 +52,17 @@ class SketchConfig:
     updates_per_round: int = 500
     promote_threshold: float = 0.8
     critic_coef: float = 1.0
+    routing: Literal["sketch", "learned"] = "sketch"
+    """``sketch``: the task's sketch fixes the routing (policy sketches); ``learned``: no sketch — a
+    per-task controller, linear in the features, picks a module or TERMINATE whenever the previous
+    module STOPs, trained from task reward only by REINFORCE (the paper's adaptation protocol and
+    its option-critic-style baseline). Needs the env's ``terminate_action``."""
+    router_entropy_coef: float = 0.01
+    init_modules: str = ""
+    """A run directory or checkpoint whose sub-policies start this run (adaptation from a trained
+    inventory); empty: fresh modules."""
+    finetune_modules: bool = True
+    """With ``init_modules``: keep training the loaded modules (the paper's adaptation) or freeze them."""
     modules: Literal["per_symbol", "joint"] = "per_symbol"
     """``per_symbol``: one sub-policy per sketch symbol (the modular agent); ``joint``: the paper's
     joint baseline, one shared policy whose input also holds a one-hot encoding of the whole sketch
@@ -91,17 +102,33 @@ class PolicySketches(OnPolicyAlgorithm):
         self.sketch_code = code.flatten(1)
         self.joint = cfg.modules == "joint"
         policy_in = features + (self.sketch_code.shape[1] if self.joint else 0)
-        self.stop_action = int(env.single_action_space.n) - 1  # the env's last action is STOP
+        self.learned = cfg.routing == "learned"
+        terminate = bool(getattr(env, "terminate_action", False))
+        if self.learned != terminate:
+            raise ValueError("routing: learned needs the env's TERMINATE action (env.kwargs.terminate_action: true), and "
+                             "routing: sketch needs it off")
+        if self.learned and (cfg.update != "reinforce" or self.joint or cfg.critic != "task"):
+            raise ValueError("routing: learned supports update: reinforce, modules: per_symbol and critic: task")
+        self.stop_action = int(env.single_action_space.n) - 1 - int(terminate)  # STOP, then TERMINATE if any
+        self.halt_choice = self.num_symbols  # the learned controller's TERMINATE choice
         self.policy = torch.nn.ModuleDict({
             "subpolicies": PolicyInventory(1 if self.joint else self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
             "critics": ValueHeads(critic_heads, features),
-        }).to(dev)
-        params = self.policy.parameters()
+        })
+        if self.learned:  # per-task linear controller over the modules + TERMINATE, starting uniform
+            router = StackedMLP(self.num_tasks, features, self.num_symbols + 1, features, 1, "relu")
+            for p in router.parameters():
+                torch.nn.init.zeros_(p)
+            self.policy["router"] = router
+        if cfg.init_modules:
+            self._load_modules(cfg.init_modules)
+        self.policy.to(dev)
+        params = [p for name, p in self.policy.named_parameters()
+                  if cfg.finetune_modules or not (cfg.init_modules and name.startswith("subpolicies."))]
         if cfg.optimizer == "rmsprop":
             # TensorFlow 1's RMSPropOptimizer, as the original used: decay 0.9, epsilon 1e-10, and the
             # mean-square accumulator starting at ones (torch starts it at zeros, which makes the
             # first steps ~3× lr in every coordinate)
-            params = list(params)
             self.optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, alpha=0.9, eps=1e-10)
             for p in params:
                 self.optimizer.state[p] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(p)}
@@ -121,6 +148,19 @@ class PolicySketches(OnPolicyAlgorithm):
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev)
         if cfg.curriculum:
             self._promote()
+
+    def _load_modules(self, source: str) -> None:
+        from pathlib import Path
+
+        from modrl.checkpoint import latest_checkpoint, load_checkpoint
+
+        path = Path(source)
+        state = load_checkpoint(latest_checkpoint(path) if path.is_dir() else path)["agent"]["policy"]
+        modules = {k.removeprefix("subpolicies."): v for k, v in state.items() if k.startswith("subpolicies.")}
+        try:
+            self.policy["subpolicies"].load_state_dict(modules)
+        except RuntimeError as e:
+            raise ValueError(f"init_modules {source!r}: its sub-policies do not fit this agent's inventory ({e})") from None
 
     # ------------------------------------------------------------------ bookkeeping
     @property
@@ -150,7 +190,11 @@ class PolicySketches(OnPolicyAlgorithm):
     def _curriculum_step(self) -> dict[str, float]:
         cfg = self.cfg
         self.round_updates += 1
-        if not cfg.curriculum or self.round_updates < cfg.updates_per_round:
+        if self.round_updates < cfg.updates_per_round:
+            return {}
+        if not cfg.curriculum:  # rounds still delimit the per-task success statistics
+            self.round_updates = 0
+            self.round_success.zero_()
             return {}
         successes, episodes = self.round_success
         rate = torch.where(episodes > 0, successes / episodes.clamp_min(1), 0.0)
@@ -172,6 +216,26 @@ class PolicySketches(OnPolicyAlgorithm):
         action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
         return torch.where(forced, self.stop_action, action)  # the forced advance: STOP, not trained on
 
+    def _router_log_probs(self, obs, task) -> torch.Tensor:
+        """The learned controller's log-probabilities over the modules + TERMINATE."""
+        return self.policy["router"](obs, task).log_softmax(-1)
+
+    @torch.no_grad()
+    def route(self, router: SketchRouter | None, obs, task, deterministic: bool = False) -> torch.Tensor:
+        """Each env's next module: the sketch's, or the learned controller's choice (``halt_choice``
+        = TERMINATE)."""
+        if not self.learned:
+            return router.route().choice
+        log_probs = self._router_log_probs(obs, task)
+        return log_probs.argmax(-1) if deterministic else torch.multinomial(log_probs.exp(), 1).squeeze(-1)
+
+    def env_action(self, obs, active, task, forced, deterministic: bool = False) -> torch.Tensor:
+        """The env action of each env's active module, or TERMINATE where the controller chose it."""
+        action = self.sample_action(obs, active, task, forced, deterministic)
+        if self.learned:
+            action = torch.where(active == self.halt_choice, self.stop_action + 1, action)
+        return action
+
     # ------------------------------------------------------------------ rollout: one episode per env
     def start(self, seed: int) -> None:
         self.obs, _ = self.env.reset(seed=seed)
@@ -187,6 +251,7 @@ class PolicySketches(OnPolicyAlgorithm):
         buf = {
             "obs": torch.empty(T, n, obs.shape[1], device=self.device),  # only rows [:length] are read
             "critic": torch.zeros(T, n, dtype=torch.long, device=self.device),
+            "decision": torch.zeros(T, n, dtype=torch.bool, device=self.device),
             "module": torch.zeros(T, n, dtype=torch.long, device=self.device),
             "action": torch.zeros(T, n, dtype=torch.long, device=self.device),
             "reward": torch.zeros(T, n, device=self.device),
@@ -197,10 +262,11 @@ class PolicySketches(OnPolicyAlgorithm):
         success = torch.zeros(n, dtype=torch.bool, device=self.device)
         for t in range(T):
             need = ctrl.needs_decision & alive
-            ctrl.decide(router.route().choice)
-            self.metrics.record_decisions(task, ctrl.active, need)
+            ctrl.decide(self.route(router, obs, task))
+            halting = ctrl.active == self.halt_choice  # only the learned controller chooses it
+            self.metrics.record_decisions(task, ctrl.active, need & ~halting)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
-            action = self.sample_action(obs, ctrl.active, task, forced)
+            action = self.env_action(obs, ctrl.active, task, forced)
             step_before = router.pointer
             next_obs, reward, terminated, truncated, info = env.step(action)
             transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
@@ -208,8 +274,9 @@ class PolicySketches(OnPolicyAlgorithm):
             self.metrics.record_step(transition)
             buf["obs"][t], buf["module"][t], buf["action"][t] = obs, ctrl.active, action
             buf["critic"][t] = self._critic_index(task, step_before)
+            buf["decision"][t] = need
             buf["reward"][t] = reward
-            buf["trainable"][t] = alive & ~forced
+            buf["trainable"][t] = alive & ~forced & ~halting
             buf["alive"][t] = alive
             done = terminated | truncated
             success |= alive & info["episode"]["success"]
@@ -254,9 +321,22 @@ class PolicySketches(OnPolicyAlgorithm):
         head = critic.index_select(0, idx)
         task = buf["task"].repeat(T).index_select(0, idx)
 
+        router_loss = torch.zeros((), device=self.device)
+        if self.learned:  # REINFORCE for the controller's choices, with the same critic as baseline
+            ridx = torch.nonzero(buf["decision"][:T].flatten()).squeeze(-1)
+            r_obs, r_head = all_obs.index_select(0, ridx), critic.index_select(0, ridx)
+            with torch.no_grad():
+                if cfg.advantage == "mc":
+                    r_adv = returns.flatten().index_select(0, ridx) - self.policy["critics"](r_obs, r_head)
+                else:
+                    r_adv = advantages.flatten().index_select(0, ridx)
+            log_pi = self._router_log_probs(r_obs, buf["task"].repeat(T).index_select(0, ridx))
+            chosen = log_pi.gather(-1, buf["module"][:T].flatten().index_select(0, ridx)[:, None]).squeeze(-1)
+            router_loss = (-chosen * r_adv + cfg.router_entropy_coef * (log_pi.exp() * log_pi).sum(-1)).mean()
+
         if cfg.update == "reinforce":
             actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, task, action, ret, head, advantage=advantage)
-            sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
+            sq = self._apply(actor_loss + cfg.critic_coef * critic_loss + router_loss)
         else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
             with torch.no_grad():
                 old_log_prob = self._log_probs(obs, module, task).gather(-1, action[:, None]).squeeze(-1)
@@ -280,6 +360,7 @@ class PolicySketches(OnPolicyAlgorithm):
             "losses/entropy": -neg_entropy.mean().detach(),
             "losses/grad_sq_sum": sq.detach(),
             "losses/clipfrac": clipfrac.detach().float(),
+            "losses/router_loss": router_loss.detach(),
         }
         metrics = dict(zip(out, torch.stack(list(out.values())).tolist()))
         metrics["charts/episodes_total"] = float(self.episodes)
@@ -374,7 +455,8 @@ class PolicySketches(OnPolicyAlgorithm):
 
 
 class SketchActor:
-    """Executes trained modules along each env's task sketch (zero-shot on held-out sketches)."""
+    """Executes trained modules along each env's task sketch (zero-shot on held-out sketches), or
+    as the learned controller chooses them (``routing: learned``)."""
 
     def __init__(self, agent: PolicySketches, num_envs: int):
         self.agent = agent
@@ -389,9 +471,10 @@ class SketchActor:
     @torch.no_grad()
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         a = self.agent
-        self.controller.decide(self.router.route().choice)
+        task = self.router.task
+        self.controller.decide(a.route(self.router, obs, task, deterministic))
         forced = self.controller.halting.at_cap(self.controller.steps_in_module)
-        self.last_action = a.sample_action(obs, self.controller.active, self.router.task, forced, deterministic)
+        self.last_action = a.env_action(obs, self.controller.active, task, forced, deterministic)
         return self.last_action
 
     @torch.no_grad()

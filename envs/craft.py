@@ -17,6 +17,9 @@ Levine 2017, §5.1), with the semantics of the original ``worlds/craft.py`` (jac
 - Observation (1076 floats, the original features): a 5×5 one-hot window around the agent
   (x, y, kind order), a 25×25 window max-pooled to 5×5, inventory counts (21), facing one-hot (4),
   and a constant 0. ``task_in_obs`` appends a one-hot of the task (for sketch-free baselines).
+- ``terminate_action``: for controllers that get no sketch (adaptation, the option-critic
+  baseline): a 7th action TERMINATE (6) ends the episode, rewarded when the goal is held, and
+  STOP never does (it is a no-op tick, as in the original's sketch-free model).
 - ``sketch_set``: ``paper`` (the paper's sketches over 8 shared symbols) or ``independent`` (the
   original's ``hints.indep.yaml``: one symbol per task, so one STOP ends the episode).
 - Reward 1 only on the step where the sketch pointer passes the task's last step (a STOP) with the
@@ -81,7 +84,7 @@ SPLITS = {
     "train": tuple(t for t in TASKS if t not in ("make[bed]", "make[axe]")),
 }
 
-DOWN, UP, LEFT, RIGHT, USE, STOP = range(6)
+DOWN, UP, LEFT, RIGHT, USE, STOP, TERMINATE = range(7)
 #: (dx, dy) of DOWN, UP, LEFT, RIGHT (y grows upwards)
 DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))
 SIZE = 10
@@ -111,6 +114,7 @@ class CraftVectorEnv(TorchVectorEnv):
         tasks: list[str] | None = None,
         task_in_obs: bool = False,
         sketch_set: str = "paper",
+        terminate_action: bool = False,
         max_episode_steps: int = 100,
         device: str | torch.device = "cpu",
         autoreset_mode=None,
@@ -126,11 +130,12 @@ class CraftVectorEnv(TorchVectorEnv):
         if sketch_set not in SKETCH_SETS:
             raise EnvError(f"unknown sketch_set {sketch_set!r}; sketch sets: {', '.join(SKETCH_SETS)}")
         self.task_in_obs = task_in_obs
+        self.terminate_action = terminate_action
         features = NUM_FEATURES + (len(TASKS) if task_in_obs else 0)
         super().__init__(
             num_envs,
             single_observation_space=gym.spaces.Box(0.0, 255.0, (features,), np.float32),
-            single_action_space=gym.spaces.Discrete(6),
+            single_action_space=gym.spaces.Discrete(7 if terminate_action else 6),
             max_episode_steps=max_episode_steps,
             device=device,
             render_mode=render_mode,
@@ -264,7 +269,10 @@ class CraftVectorEnv(TorchVectorEnv):
         # STOP advances the sketch pointer; past the last step the episode ends
         stop = actions == STOP
         self.pointer = self.pointer + stop.long()
-        finished = stop & (self.pointer >= self.sketch_lengths[self.task])
+        if self.terminate_action:  # sketch-free control: only TERMINATE ends the episode
+            finished = actions == TERMINATE
+        else:
+            finished = stop & (self.pointer >= self.sketch_lengths[self.task])
         held = inv.gather(1, self.goal_kind[self.task][:, None]).squeeze(1) > 0
         return (finished & held).float(), finished
 

@@ -87,6 +87,21 @@ def test_solving_a_task_by_hand_gives_the_reward():
     assert reward.item() == 1.0 and terminated.item() and info["episode"]["success"].item()
 
 
+def test_terminate_action_for_sketch_free_controllers():
+    env = CraftVectorEnv(2, tasks=["make[plank]"], terminate_action=True, autoreset_mode=AutoresetMode.DISABLED)
+    assert env.single_action_space.n == 7
+    env.reset(seed=0)
+    env.inventory[0, KIND["plank"]] = 1  # env 0 holds the goal item, env 1 does not
+    for _ in range(3):  # STOPs are no-op ticks: past the sketch's length nothing ends
+        _, reward, terminated, truncated, _ = env.step(torch.tensor([5, 5]))
+        assert not terminated.any() and not truncated.any() and (reward == 0).all()
+    _, reward, terminated, _, info = env.step(torch.tensor([6, 6]))  # TERMINATE
+    assert terminated.tolist() == [True, True] and reward.tolist() == [1.0, 0.0]
+    assert info["episode"]["success"].tolist() == [True, False]
+    with pytest.raises(Exception, match="out of range|invalid|action"):
+        CraftVectorEnv(1).step(torch.tensor([6]))  # no TERMINATE without the option
+
+
 def test_one_use_can_fire_several_recipes_and_water_needs_a_bridge():
     env = CraftVectorEnv(1, split="all", autoreset_mode=AutoresetMode.DISABLED)
     env.reset(seed=0)

@@ -167,3 +167,43 @@ def test_joint_and_independent_baselines():
     stops = (buf["action"][:T] == agent.stop_action) & buf["alive"][:T]
     assert (stops.sum(0) <= 1).all()
     assert (buf["module"][:T][buf["alive"][:T]] == buf["task"].expand(T, -1)[buf["alive"][:T]]).all()
+
+
+def test_learned_routing_terminates_and_adapts_from_a_trained_inventory(tmp_path):
+    # routing: learned — no sketch; a per-task controller picks a module or TERMINATE at the first
+    # tick and after every STOP; TERMINATE (env action 6) ends the episode and is not a module step
+    env = CraftVectorEnv(16, split="heldout", terminate_action=True)
+    agent = PolicySketches(SketchConfig(routing="learned", max_subtask_steps=5), env, total_steps=10**9)
+    agent.start(0)
+    buf = agent._rollout()
+    T = buf["length"]
+    alive, decision, module, action = buf["alive"][:T], buf["decision"][:T], buf["module"][:T], buf["action"][:T]
+    assert decision[0].all()
+    stopped = (action == agent.stop_action) & alive
+    assert (decision[1:][alive[1:]] == stopped[:-1][alive[1:]]).all()  # decide again right after a STOP
+    halted = (module == agent.halt_choice) & alive
+    assert (action[halted] == 6).all() and not buf["trainable"][:T][halted].any()
+    last = alive & ~torch.cat([alive[1:], torch.zeros_like(alive[:1])])
+    assert (halted <= last).all()  # TERMINATE ends the episode at once
+    metrics = agent.train_iteration()
+    assert metrics["losses/router_loss"] != 0.0
+    # adaptation: modules loaded from a trained run, frozen or fine-tuned
+    source = make(num_envs=8)
+    source.train_iteration()
+    from modrl.checkpoint import save_checkpoint
+
+    run = tmp_path / "run"
+    save_checkpoint(run, 1, {"agent": source.state_dict()})
+    frozen = PolicySketches(SketchConfig(routing="learned", init_modules=str(run), finetune_modules=False), env, 10**9)
+    for name, p in frozen.policy["subpolicies"].state_dict().items():
+        assert torch.equal(p, source.policy["subpolicies"].state_dict()[name])
+    frozen.start(1)
+    before = {k: v.clone() for k, v in frozen.policy.state_dict().items()}
+    frozen.train_iteration()
+    after = frozen.policy.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("subpolicies."))
+    assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("router."))
+    import pytest
+
+    with pytest.raises(ValueError, match="terminate_action"):
+        PolicySketches(SketchConfig(routing="learned"), CraftVectorEnv(2), 10**9)
