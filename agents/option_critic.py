@@ -1,5 +1,5 @@
-"""Option-critic (Bacon, Harb & Precup 2017) and A2OC with a deliberation cost (Harb et al. 2018),
-batched over envs and over independent runs.
+"""Option-critic (Bacon, Harb & Precup 2017), A2OC with a deliberation cost (Harb et al. 2018) and
+PPOC (Klissarov et al. 2017), batched over envs and over independent runs.
 
 K options, each an intra-option softmax policy π_ω(a|s) and a sigmoid termination β_ω(s); a
 critic Q_Ω(s, ω); a policy over options that is a softmax over Q_Ω (the tabular paper's code) or
@@ -15,6 +15,11 @@ updates), with G_t the n-step return bootstrapped with U(s', ω) = (1 − β_ω(
   at s_t with ω_{t−1} (convention ``shifted``, ShangtongZhang/DeepRL), first step of episodes masked;
 - deliberation cost η (A2OC): subtracted from the reward at every switch, added to the advantage.
   V = max Q_Ω (``value: max``), or (1 − ε)·max Q_Ω + ε·mean Q_Ω (``value: epsilon``, A2OC).
+
+PPOC (``option_policy: learned``, ``update: ppo``): π_Ω is a softmax policy of its own (the
+router), trained at the ticks where it chose by ∇log π_Ω(ω|s)·(Q_Ω(s, ω) − V(s)) with
+V = Σ π_Ω Q_Ω; the intra-option and π_Ω steps are PPO's clipped surrogates over epochs of
+minibatches, with returns the λ-returns bootstrapped by U; terminations keep their gradient.
 
 ``num_runs`` splits the env rows into R independent agents (row i → run i mod R; every parameter
 has a leading run dimension, so runs never share a gradient): the paper's curves average many
@@ -58,9 +63,15 @@ class OptionCriticConfig:
     lr_term: float = 0.25
     temperature: float = 0.01
     """τ of the intra-option softmax π_ω = softmax(θ/τ)."""
-    option_policy: Literal["softmax", "epsilon_greedy"] = "softmax"
+    option_policy: Literal["softmax", "epsilon_greedy", "learned"] = "softmax"
+    """π_Ω: a softmax over Q_Ω, ε-greedy on Q_Ω, or ``learned``: a softmax policy of its own trained
+    by policy gradient on Q_Ω(s, ω) − V(s) with V = Σ_ω π_Ω(ω|s) Q_Ω(s, ω) (PPOC)."""
     option_temperature: float = 0.01
     """τ of the softmax over Q_Ω (``option_policy: softmax``)."""
+    lr_option_policy: float = 0.25
+    """Step size of the learned π_Ω (``option_policy: learned``)."""
+    option_entropy_coef: float = 0.0
+    """Entropy bonus of the learned π_Ω."""
     epsilon: float = 0.1
     """ε of the ε-greedy policy over options, and of ``value: epsilon``."""
     value: Literal["max", "epsilon"] = "max"
@@ -80,6 +91,15 @@ class OptionCriticConfig:
     hidden_size: int = 0
     """0: tabular one-hot features (Discrete observations); > 0: a per-run MLP trunk of this width."""
     max_grad_norm: float | None = None
+    update: Literal["a2c", "ppo"] = "a2c"
+    """``a2c``: one gradient step per rollout; ``ppo``: PPO's clipped surrogate (Schulman et al.
+    2017, eq. 7) for the intra-option policies and the learned π_Ω, over several epochs of
+    minibatches (PPOC, Klissarov et al. 2017); terminations keep the plain termination gradient."""
+    gae_lambda: float = 1.0
+    """λ of the λ-return G^λ_t = r_t + γ[(1 − λ) U(s_{t+1}, ω_t) + λ G^λ_{t+1}]; 1: the n-step return."""
+    ppo_epochs: int = 4
+    ppo_minibatches: int = 4
+    clip_coef: float = 0.2
 
 
 class OptionCriticNet(nn.Module):
@@ -106,12 +126,14 @@ class OptionCriticNet(nn.Module):
             self.q_table = nn.Parameter(torch.zeros(R * S, K))
             self.intra_table = nn.Parameter(torch.zeros(R * K * S, A))
             self.beta_table = nn.Parameter(torch.zeros(R * K * S))
+            self.omega_table = nn.Parameter(torch.zeros(R * S, K)) if cfg.option_policy == "learned" else None
         else:
             H = cfg.hidden_size
             self.trunk = StackedMLP(R, in_dim, H, num_layers=1, final_activation=True)
             self.q = StackedMLP(R, H, K, num_layers=1)
             self.intra = StackedMLP(R * K, H, A, num_layers=1)
             self.beta = StackedMLP(R * K, H, 1, num_layers=1)
+            self.omega = StackedMLP(R, H, K, num_layers=1) if cfg.option_policy == "learned" else None
 
     def critic_parameters(self) -> list[nn.Parameter]:
         return [self.q_table] if self.tabular else [*self.trunk.parameters(), *self.q.parameters()]
@@ -121,6 +143,9 @@ class OptionCriticNet(nn.Module):
 
     def beta_parameters(self) -> list[nn.Parameter]:
         return [self.beta_table] if self.tabular else list(self.beta.parameters())
+
+    def option_policy_parameters(self) -> list[nn.Parameter]:
+        return [self.omega_table] if self.tabular else list(self.omega.parameters())
 
     def features(self, obs: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
         if self.tabular:
@@ -141,6 +166,12 @@ class OptionCriticNet(nn.Module):
         if self.tabular:
             return self.intra_table.index_select(0, (run * self.K + option) * self.in_dim + feat)
         return self.intra(feat, run * self.K + option)
+
+    def option_logits(self, feat: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
+        """Logits of the learned policy over options π_Ω(·|s) (on the actor's detached features)."""
+        if self.tabular:
+            return self.omega_table.index_select(0, run * self.in_dim + feat)
+        return self.omega(feat, run)
 
     def beta_logit(self, feat: torch.Tensor, run: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
         if self.tabular:
@@ -165,6 +196,8 @@ class OptionCritic(OnPolicyAlgorithm):
             {"params": net.intra_parameters(), "lr": cfg.lr_intra * cfg.temperature},
             {"params": net.beta_parameters(), "lr": cfg.lr_term},
         ]
+        if cfg.option_policy == "learned":
+            groups.append({"params": net.option_policy_parameters(), "lr": cfg.lr_option_policy})
         opt_cls = {"sgd": torch.optim.SGD, "rmsprop": torch.optim.RMSprop, "adam": torch.optim.Adam}[cfg.optimizer]
         self.optimizer = opt_cls(groups, lr=cfg.lr_critic)
         self.controller = CallAndReturn(n, Halting(cfg.max_option_steps), cfg.gamma, dev)
@@ -180,6 +213,7 @@ class OptionCritic(OnPolicyAlgorithm):
             "option": torch.zeros((T, n), dtype=torch.long, device=dev),
             "prev_option": torch.zeros((T, n), dtype=torch.long, device=dev),
             "episode_start": torch.zeros((T, n), dtype=torch.bool, device=dev),
+            "decision": torch.zeros((T, n), dtype=torch.bool, device=dev),
             "action": torch.zeros((T, n), dtype=torch.long, device=dev),
             "reward": torch.zeros((T, n), device=dev),
             "done": torch.zeros((T, n), dtype=torch.bool, device=dev),
@@ -187,14 +221,21 @@ class OptionCritic(OnPolicyAlgorithm):
         }
 
     # ------------------------------------------------------------------ the policy over options
-    def value(self, q: torch.Tensor) -> torch.Tensor:
+    def value(self, q: torch.Tensor, feat: torch.Tensor, run: torch.Tensor) -> torch.Tensor:
+        """V(s) from Q_Ω(s, ·): max, the ε-greedy expectation, or Σ π_Ω Q_Ω under a learned π_Ω."""
+        if self.cfg.option_policy == "learned":
+            probs = self.policy.option_logits(self.policy.detach_actor(feat), run).softmax(-1)
+            return (probs * q).sum(-1)
         if self.cfg.value == "epsilon":
             eps = self.cfg.epsilon
             return (1 - eps) * q.max(-1).values + eps * q.mean(-1)
         return q.max(-1).values
 
-    def choose_options(self, q: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
+    def choose_options(self, q: torch.Tensor, feat: torch.Tensor, run: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         cfg = self.cfg
+        if cfg.option_policy == "learned":
+            logits = self.policy.option_logits(feat, run)
+            return logits.argmax(-1) if deterministic else torch.multinomial(logits.softmax(-1), 1).squeeze(-1)
         if deterministic:
             return q.argmax(-1)
         if cfg.option_policy == "softmax":
@@ -218,9 +259,10 @@ class OptionCritic(OnPolicyAlgorithm):
         beta = torch.sigmoid(self.policy.beta_logit(feat, run, option))
         return arrival, feat, beta, torch.rand_like(beta) < beta
 
-    def u_value(self, q: torch.Tensor, beta: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
-        """U(s', ω) = (1 − β_ω(s')) Q_Ω(s', ω) + β_ω(s') V(s') (value upon arrival)."""
-        return (1 - beta) * q.gather(-1, option[:, None]).squeeze(-1) + beta * self.value(q)
+    def u_value(self, feat: torch.Tensor, run: torch.Tensor, beta: torch.Tensor, option: torch.Tensor) -> torch.Tensor:
+        """U(s', ω) = (1 − β_ω(s')) Q_Ω(s', ω) + β_ω(s') V(s') (value upon arrival), from s' features."""
+        q = self.policy.q_values(feat, run)
+        return (1 - beta) * q.gather(-1, option[:, None]).squeeze(-1) + beta * self.value(q, feat, run)
 
     # ------------------------------------------------------------------ rollout + update
     @torch.no_grad()
@@ -230,7 +272,7 @@ class OptionCritic(OnPolicyAlgorithm):
             obs = self.obs
             feat = net.features(obs, run)
             need = ctrl.needs_decision
-            ctrl.decide(self.choose_options(net.q_values(feat, run)))
+            ctrl.decide(self.choose_options(net.q_values(feat, run), feat, run))
             self.metrics.record_decisions(torch.zeros_like(ctrl.active), ctrl.active, need)
             option = ctrl.active
             action = self.sample_action(feat, run, option)
@@ -239,14 +281,14 @@ class OptionCritic(OnPolicyAlgorithm):
             arrival, f_arrival, beta, stop = self.terminations(next_obs, done, info, run, option)
             # deliberation cost at a switch (not at the episode's end), bootstrap on truncation
             reward_train = reward - cfg.deliberation_cost * (stop & ~done).float()
-            u = self.u_value(net.q_values(f_arrival, run), beta, option)
+            u = self.u_value(f_arrival, run, beta, option)
             reward_train = reward_train + cfg.gamma * torch.where(truncated, u, 0.0)
             transition, halt, _ = ctrl.step(stop, reward, terminated, truncated)
             self.metrics.record_step(transition)
             self._count_terminations(arrival, halt & ~done)
 
             b["obs"][t], b["arrival"][t], b["option"][t], b["action"][t] = obs, arrival, option, action
-            b["prev_option"][t], b["episode_start"][t] = self.prev_option, self.episode_start
+            b["prev_option"][t], b["episode_start"][t], b["decision"][t] = self.prev_option, self.episode_start, need
             b["reward"][t], b["done"][t], b["terminated"][t] = reward_train, done, terminated
             self.stats.update(info)
             self.prev_option = option
@@ -254,81 +296,136 @@ class OptionCritic(OnPolicyAlgorithm):
             self.obs = next_obs
 
     def train_iteration(self) -> dict[str, float]:
+        cfg = self.cfg
         self._rollout()
-        terms = self.loss_terms()
-        # Each run's update averages its own transitions (its envs × num_steps) at per-transition
-        # learning rates: with one env per run and num_steps 1 this is the paper's online rule.
-        per_run = self.cfg.num_steps * (self.env.num_envs // self.cfg.num_runs)
-        loss = (terms["critic"] + terms["policy"] + terms["termination"]).sum() / per_run
-        check_finite({k: terms[k].mean() for k in ("critic", "policy", "termination")}, self.global_step)
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        if self.cfg.max_grad_norm is not None:
-            torch.nn.utils.clip_grad_norm_(self.policy.parameters(), self.cfg.max_grad_norm)
-        self.optimizer.step()
+        targets = self.targets()
+        N = cfg.num_steps * self.env.num_envs
+        if cfg.update == "a2c":
+            batches = [None]
+        else:
+            size = max(1, N // cfg.ppo_minibatches)
+            batches = [perm[i : i + size] for _ in range(cfg.ppo_epochs)
+                       for perm in [torch.randperm(N, device=self.device)] for i in range(0, N, size)]
+        for idx in batches:
+            terms = self.loss_terms(targets, idx)
+            # Each run's update averages its own transitions (its envs × num_steps, or its share of a
+            # minibatch) at per-transition learning rates: with one env per run and num_steps 1 this is
+            # the paper's online rule.
+            per_run = (N if idx is None else idx.numel()) / cfg.num_runs
+            loss = (terms["critic"] + terms["policy"] + terms["termination"] + terms["option_policy"]).sum() / per_run
+            check_finite({k: terms[k].mean() for k in ("critic", "policy", "termination", "option_policy")}, self.global_step)
+            self.optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if cfg.max_grad_norm is not None:
+                torch.nn.utils.clip_grad_norm_(self.policy.parameters(), cfg.max_grad_norm)
+            self.optimizer.step()
         self.iteration += 1
         mask = terms["termination_mask"]
         out = {
             "losses/value_loss": terms["critic"].mean(),
             "losses/policy_loss": terms["policy"].mean(),
             "losses/termination_loss": terms["termination"].mean(),
+            "losses/option_policy_loss": terms["option_policy"].mean(),
             "losses/entropy": terms["entropy"].mean(),
+            "losses/clipfrac": terms["clipfrac"],
             "options/beta": (terms["beta"] * mask).sum() / mask.sum().clamp_min(1),
         }
-        return dict(zip(out, torch.stack([v.detach() for v in out.values()]).tolist()))
+        return dict(zip(out, torch.stack([v.detach().float() for v in out.values()]).tolist()))
 
-    def loss_terms(self) -> dict[str, torch.Tensor]:
-        """Per-transition losses of the stored rollout (flattened [T·N]); see the module docstring."""
+    @torch.no_grad()
+    def targets(self) -> dict[str, torch.Tensor]:
+        """What the update holds fixed, flattened [T·N]: λ-returns G^λ_t bootstrapped with
+        U(s_{t+1}, ω_t), the termination advantages, and the rollout policy's log-probabilities (for
+        PPO's ratios)."""
         cfg, net, run, b = self.cfg, self.policy, self.run, self.buf
-        T = cfg.num_steps
+        T, lam = cfg.num_steps, cfg.gae_lambda
         runs = run.repeat(T)
+        option, action = b["option"].flatten(), b["action"].flatten()
+        # U(s_{t+1}, ω_t) at every arrival state (β = 0 without learned terminations)
+        f_next = net.features(b["arrival"].flatten(0, 1), runs)
+        beta_next = torch.sigmoid(net.beta_logit(f_next, runs, option)) if cfg.learn_termination else torch.zeros(option.shape, device=self.device)
+        q_next = net.q_values(f_next, runs)
+        v_next = self.value(q_next, f_next, runs)
+        u = ((1 - beta_next) * q_next.gather(-1, option[:, None]).squeeze(-1) + beta_next * v_next).view(T, -1)
+        running = u[-1]
+        returns = torch.zeros_like(b["reward"])
+        for t in reversed(range(T)):
+            running = b["reward"][t] + cfg.gamma * (~b["done"][t]).float() * ((1 - lam) * u[t] + lam * running)
+            returns[t] = running
+        feat = net.features(b["obs"].flatten(0, 1), runs)
+        q = net.q_values(feat, runs)
+        v = self.value(q, feat, runs)
+        margin = cfg.termination_reg + cfg.deliberation_cost
+        if cfg.termination_convention == "arrival":
+            # β_{ω_t}(s_{t+1}) · (Q_Ω(s_{t+1}, ω_t) − V(s_{t+1}) + ξ + η); none when s_{t+1} ended the episode
+            adv_term = q_next.gather(-1, option[:, None]).squeeze(-1) - v_next + margin
+            term_mask = (~b["done"].flatten()).float()
+        else:
+            # β_{ω_{t−1}}(s_t) · (Q_Ω(s_t, ω_{t−1}) − V(s_t) + ξ + η); none at an episode's first step
+            adv_term = q.gather(-1, b["prev_option"].flatten()[:, None]).squeeze(-1) - v + margin
+            term_mask = (~b["episode_start"].flatten()).float()
+        q_taken = q.gather(-1, option[:, None]).squeeze(-1)
+        out = {"returns": returns.flatten(), "q_taken": q_taken, "adv_term": adv_term, "term_mask": term_mask,
+               "adv_option": q_taken - v, "f_next": f_next}
+        actor_feat = net.detach_actor(feat)
+        out["old_log_prob"] = (net.intra_logits(actor_feat, runs, option) / cfg.temperature).log_softmax(-1).gather(-1, action[:, None]).squeeze(-1)
+        if cfg.option_policy == "learned":
+            out["old_option_log_prob"] = net.option_logits(actor_feat, runs).log_softmax(-1).gather(-1, option[:, None]).squeeze(-1)
+        return out
 
-        # n-step returns G_t, bootstrapped with U(s_T, ω_{T−1}) at the rollout's end
-        with torch.no_grad():
-            f_last = net.features(b["arrival"][-1], run)
-            beta_last = torch.sigmoid(net.beta_logit(f_last, run, b["option"][-1]))
-            if not cfg.learn_termination:
-                beta_last = torch.zeros_like(beta_last)
-            running = self.u_value(net.q_values(f_last, run), beta_last, b["option"][-1])
-            returns = torch.zeros_like(b["reward"])
-            for t in reversed(range(T)):
-                running = b["reward"][t] + cfg.gamma * (~b["done"][t]).float() * running
-                returns[t] = running
-            returns = returns.flatten()
+    def loss_terms(self, targets: dict[str, torch.Tensor] | None = None, idx: torch.Tensor | None = None) -> dict[str, torch.Tensor]:
+        """Per-transition losses of the stored rollout (flattened [T·N], or its rows ``idx``); see the
+        module docstring. With ``update: ppo`` the policy terms are clipped surrogates."""
+        cfg, net, b = self.cfg, self.policy, self.buf
+        targets = self.targets() if targets is None else targets
+        T = cfg.num_steps
+        pick = (lambda x: x) if idx is None else (lambda x: x.index_select(0, idx))
+        runs = pick(self.run.repeat(T))
+        obs, option, action = pick(b["obs"].flatten(0, 1)), pick(b["option"].flatten()), pick(b["action"].flatten())
+        returns = pick(targets["returns"])
+        ppo = cfg.update == "ppo"
 
-        obs, option, action = b["obs"].flatten(0, 1), b["option"].flatten(), b["action"].flatten()
-        done = b["done"].flatten()
         feat = net.features(obs, runs)
         q = net.q_values(feat, runs)
         q_taken = q.gather(-1, option[:, None]).squeeze(-1)
         critic = 0.5 * (returns - q_taken) ** 2
 
+        def surrogate(log_prob: torch.Tensor, old: torch.Tensor, advantage: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            """log π · A, or PPO's min(ρA, clip(ρ)A) with ρ = π/π_old; and the clipped fraction."""
+            if not ppo:
+                return log_prob * advantage, torch.zeros((), device=self.device)
+            ratio = (log_prob - old).exp()
+            clipped = ratio.clamp(1 - cfg.clip_coef, 1 + cfg.clip_coef)
+            return torch.min(ratio * advantage, clipped * advantage), ((ratio - 1).abs() > cfg.clip_coef).float().mean()
+
         actor_feat = net.detach_actor(feat)
         log_probs = (net.intra_logits(actor_feat, runs, option) / cfg.temperature).log_softmax(-1)
         log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
         entropy = -(log_probs.exp() * log_probs).sum(-1)
-        advantage = (returns - q_taken).detach() if cfg.baseline else returns
-        policy = -log_prob * advantage - cfg.entropy_coef * entropy
-
-        margin = cfg.termination_reg + cfg.deliberation_cost
-        if cfg.termination_convention == "arrival":
-            # β_{ω_t}(s_{t+1}) · (Q_Ω(s_{t+1}, ω_t) − V(s_{t+1}) + ξ + η); none when s_{t+1} ended the episode
-            with torch.no_grad():
-                f_next = net.features(b["arrival"].flatten(0, 1), runs)
-                q_next = net.q_values(f_next, runs)
-                adv_term = q_next.gather(-1, option[:, None]).squeeze(-1) - self.value(q_next) + margin
-            beta = torch.sigmoid(net.beta_logit(f_next, runs, option))
-            mask = (~done).float()
+        if ppo:  # advantages fixed at the rollout policy's critic
+            advantage = returns - pick(targets["q_taken"]) if cfg.baseline else returns
         else:
-            # β_{ω_{t−1}}(s_t) · (Q_Ω(s_t, ω_{t−1}) − V(s_t) + ξ + η); none at an episode's first step
-            prev = b["prev_option"].flatten()
-            with torch.no_grad():
-                adv_term = q.detach().gather(-1, prev[:, None]).squeeze(-1) - self.value(q.detach()) + margin
-            beta = torch.sigmoid(net.beta_logit(net.detach_actor(feat), runs, prev))
-            mask = (~b["episode_start"].flatten()).float()
-        termination = beta * adv_term * mask if cfg.learn_termination else torch.zeros_like(beta)
-        return {"critic": critic, "policy": policy, "termination": termination, "entropy": entropy,
-                "beta": beta.detach(), "termination_mask": mask, "returns": returns}
+            advantage = (returns - q_taken).detach() if cfg.baseline else returns
+        gain, clipfrac = surrogate(log_prob, pick(targets["old_log_prob"]), advantage)
+        policy = -gain - cfg.entropy_coef * entropy
+
+        if cfg.termination_convention == "arrival":
+            beta = torch.sigmoid(net.beta_logit(pick(targets["f_next"]), runs, option))
+        else:
+            beta = torch.sigmoid(net.beta_logit(actor_feat, runs, pick(b["prev_option"].flatten())))
+        mask = pick(targets["term_mask"])
+        termination = beta * pick(targets["adv_term"]) * mask if cfg.learn_termination else torch.zeros_like(beta)
+
+        option_policy = torch.zeros_like(critic)
+        if cfg.option_policy == "learned":  # at the ticks where π_Ω chose: ∇ log π_Ω(ω|s) · (Q_Ω(s, ω) − V(s))
+            omega_log_probs = net.option_logits(actor_feat, runs).log_softmax(-1)
+            omega_gain, _ = surrogate(omega_log_probs.gather(-1, option[:, None]).squeeze(-1),
+                                      pick(targets["old_option_log_prob"]), pick(targets["adv_option"]))
+            omega_entropy = -(omega_log_probs.exp() * omega_log_probs).sum(-1)
+            option_policy = -(omega_gain + cfg.option_entropy_coef * omega_entropy) * pick(b["decision"].flatten()).float()
+        return {"critic": critic, "policy": policy, "termination": termination, "option_policy": option_policy,
+                "entropy": entropy, "beta": beta.detach(), "termination_mask": mask, "returns": returns,
+                "clipfrac": clipfrac}
 
     def log_extras(self) -> dict[str, Any]:
         """Option metrics for the logger (scalars, the usage heatmap, the termination map)."""
@@ -393,7 +490,7 @@ class OptionActor:
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         a, net = self.agent, self.agent.policy
         feat = net.features(obs, self.run)
-        self.controller.decide(a.choose_options(net.q_values(feat, self.run), deterministic))
+        self.controller.decide(a.choose_options(net.q_values(feat, self.run), feat, self.run, deterministic))
         return a.sample_action(feat, self.run, self.controller.active, deterministic)
 
     @torch.no_grad()

@@ -15,6 +15,7 @@ from modrl.evaluation import evaluate
 from modrl.vec import TorchVectorEnv
 
 S = 104  # Four Rooms states
+CONFIGS = __import__("pathlib").Path(__file__).resolve().parent.parent / "configs"
 
 
 def make_agent(num_envs=1, steps=1, **cfg):
@@ -143,3 +144,57 @@ def test_independent_runs_do_not_share_updates():
     (grad,) = torch.autograd.grad(terms["critic"].sum(), agent.policy.q_table)
     rows = grad.view(4, S, 2)[:, 1, 0]
     assert rows[0].item() == pytest.approx(-1.0) and (rows[1:] == 0).all()  # only run 0 saw a reward
+
+
+def test_ppoc_surrogates_equal_the_policy_gradient_at_the_rollout_policy():
+    # PPOC: at the policy that collected the data every ratio is 1, so the clipped surrogates of the
+    # intra-option policies and of the learned π_Ω have the plain policy gradient's gradient.
+    torch.manual_seed(0)
+    agent = make_agent(num_envs=8, steps=8, option_policy="learned", temperature=1.0, update="ppo", gae_lambda=0.95)
+    with torch.no_grad():  # a non-uniform starting point
+        agent.policy.q_table.normal_()
+        agent.policy.intra_table.normal_()
+        agent.policy.omega_table.normal_()
+    agent._rollout()
+    targets = agent.targets()
+    assert agent.buf["decision"][0].all()  # every env chose an option at its first step
+    ppo = agent.loss_terms(targets)
+    agent.cfg.update = "a2c"
+    plain = agent.loss_terms(targets)
+    for key, table in (("policy", agent.policy.intra_table), ("option_policy", agent.policy.omega_table)):
+        (a,) = torch.autograd.grad(ppo[key].sum(), table)
+        (b,) = torch.autograd.grad(plain[key].sum(), table, retain_graph=True)
+        torch.testing.assert_close(a, b)
+        assert a.abs().sum() > 0
+    # a small step against the π_Ω loss raises Σ over decisions of (Q_Ω(s, ω) − V(s)) · log π_Ω(ω|s)
+    decided = agent.buf["decision"].flatten()
+    adv = targets["adv_option"][decided]
+    assert (adv > 0).any() and (adv < 0).any()
+
+    def objective():
+        obs, option = agent.buf["obs"].flatten()[decided], agent.buf["option"].flatten()[decided]
+        log_pi = agent.policy.option_logits(obs, torch.zeros_like(obs)).log_softmax(-1)
+        return (adv * log_pi.gather(-1, option[:, None]).squeeze(-1)).sum()
+
+    (g,) = torch.autograd.grad(plain["option_policy"].sum(), agent.policy.omega_table)
+    before = objective().item()
+    with torch.no_grad():
+        agent.policy.omega_table -= 1e-3 * g
+    assert objective().item() > before
+
+
+def test_ppoc_learns_four_rooms():
+    from modrl.config import load_config
+    from modrl.trainer import make_agent as build, make_env
+
+    cfg = load_config(CONFIGS / "fourrooms_ppoc.yaml", ["total_steps=200000", "env.kwargs.max_episode_steps=100"])
+    torch.manual_seed(0)
+    agent = build(cfg, make_env(cfg.env, "cpu"))
+    agent.start(1)
+    while not agent.finished:
+        agent.train_iteration()
+    extras = agent.log_extras()
+    result = evaluate(agent, FourRoomsVectorEnv(250, max_episode_steps=100), 1000, seed=7)
+    assert result["success_rate"] >= 0.95, result  # random policy: 0.24
+    assert result["length_mean"] <= 35, result
+    assert extras["options/duration"] > 1.5, extras
