@@ -37,7 +37,8 @@ import gymnasium as gym
 import numpy as np
 import torch
 
-from modrl.vec import EnvError, TorchVectorEnv
+from modrl.envs.sketch_tasks import SketchTaskEnv
+from modrl.vec import TorchVectorEnv
 
 KINDS = (
     "boundary", "workshop0", "workshop1", "workshop2", "water", "stone",
@@ -84,7 +85,7 @@ SPLITS = {
     "train": tuple(t for t in TASKS if t not in ("make[bed]", "make[axe]")),
 }
 
-DOWN, UP, LEFT, RIGHT, USE, STOP, TERMINATE = range(7)
+DOWN, UP, LEFT, RIGHT, USE, STOP, TERMINATE = range(7)  # STOP / TERMINATE: see SketchTaskEnv
 #: (dx, dy) of DOWN, UP, LEFT, RIGHT (y grows upwards)
 DIRECTIONS = ((0, -1), (0, 1), (-1, 0), (1, 0))
 SIZE = 10
@@ -100,11 +101,12 @@ INDEPENDENT_SKETCHES = {task: (f"{task[: task.index('[')]}_{goal_item(task)}",) 
 SKETCH_SETS = {"paper": SKETCHES, "independent": INDEPENDENT_SKETCHES}
 
 
-class CraftVectorEnv(TorchVectorEnv):
+class CraftVectorEnv(SketchTaskEnv):
     """Batched Craft; see the module docstring."""
 
     metadata = {**TorchVectorEnv.metadata, "render_modes": ["ansi"]}
     state_keys = ("grid", "pos", "facing", "inventory", "task", "pointer", "task_weights")
+    TASKS, SKETCH_SETS, SPLITS, SYMBOL_ORDER, WORLD = TASKS, SKETCH_SETS, SPLITS, {"paper": SYMBOLS}, "Craft"
 
     def __init__(
         self,
@@ -120,37 +122,22 @@ class CraftVectorEnv(TorchVectorEnv):
         autoreset_mode=None,
         render_mode: str | None = None,
     ):
-        if tasks is None:
-            if split not in SPLITS:
-                raise EnvError(f"unknown split {split!r}; splits: {', '.join(SPLITS)}")
-            tasks = list(SPLITS[split])
-        unknown = [t for t in tasks if t not in SKETCHES]
-        if unknown:
-            raise EnvError(f"unknown Craft tasks {unknown}; tasks: {', '.join(TASKS)}")
-        if sketch_set not in SKETCH_SETS:
-            raise EnvError(f"unknown sketch_set {sketch_set!r}; sketch sets: {', '.join(SKETCH_SETS)}")
         self.task_in_obs = task_in_obs
-        self.terminate_action = terminate_action
         features = NUM_FEATURES + (len(TASKS) if task_in_obs else 0)
         super().__init__(
             num_envs,
-            single_observation_space=gym.spaces.Box(0.0, 255.0, (features,), np.float32),
-            single_action_space=gym.spaces.Discrete(7 if terminate_action else 6),
+            num_world_actions=5,
+            observation_space=gym.spaces.Box(0.0, 255.0, (features,), np.float32),
+            split=split,
+            tasks=tasks,
+            sketch_set=sketch_set,
+            terminate_action=terminate_action,
             max_episode_steps=max_episode_steps,
             device=device,
+            autoreset_mode=autoreset_mode,
             render_mode=render_mode,
-            **({"autoreset_mode": autoreset_mode} if autoreset_mode is not None else {}),
         )
         n, dev = num_envs, self.device
-        self.task_names = TASKS
-        sketches = SKETCH_SETS[sketch_set]
-        self.symbols = SYMBOLS if sketch_set == "paper" else tuple(sketches[t][0] for t in TASKS)
-        longest = max(len(s) for s in sketches.values())
-        sketch_table = torch.full((len(TASKS), longest), -1, dtype=torch.long)
-        for i, task in enumerate(TASKS):
-            sketch_table[i, : len(sketches[task])] = torch.tensor([self.symbols.index(s) for s in sketches[task]])
-        self.sketches = sketch_table.to(dev)  # [T, L] symbol indices, −1 padded
-        self.sketch_lengths = torch.tensor([len(sketches[t]) for t in TASKS], device=dev)
         self.goal_kind = torch.tensor([KIND[goal_item(t)] for t in TASKS], device=dev)
         self._directions = torch.tensor(DIRECTIONS, device=dev)
         self._unit = torch.eye(NUM_KINDS, dtype=torch.int32, device=dev)
@@ -163,10 +150,6 @@ class CraftVectorEnv(TorchVectorEnv):
         self.pos = torch.zeros(n, 2, dtype=torch.long, device=dev)
         self.facing = torch.zeros(n, dtype=torch.long, device=dev)
         self.inventory = torch.zeros(n, NUM_KINDS, dtype=torch.int32, device=dev)
-        self.task = torch.zeros(n, dtype=torch.long, device=dev)
-        self.pointer = torch.zeros(n, dtype=torch.long, device=dev)
-        self.task_weights = torch.zeros(len(TASKS), device=dev)
-        self.set_task_distribution(tasks)
         # constants for map generation and features
         ring = torch.zeros(SIZE, SIZE, dtype=torch.uint8)
         ring[0, :] = ring[-1, :] = ring[:, 0] = ring[:, -1] = KIND["boundary"]
@@ -180,30 +163,6 @@ class CraftVectorEnv(TorchVectorEnv):
             dtype=torch.uint8, device=dev,
         )
 
-
-    # ------------------------------------------------------------------ tasks
-    def set_task_distribution(self, tasks_or_weights) -> None:
-        """Sample new episodes' tasks from a list of task names (uniform), or from weights over
-        all 10 tasks (a tensor or a {name: weight} dict; e.g. the curriculum's 1 − success + 0.01)."""
-        weights = torch.zeros(len(TASKS), device=self.device)
-        if isinstance(tasks_or_weights, dict):
-            for name, w in tasks_or_weights.items():
-                if name not in SKETCHES:
-                    raise EnvError(f"unknown Craft task {name!r}")
-                weights[TASKS.index(name)] = float(w)
-        elif isinstance(tasks_or_weights, torch.Tensor):
-            if tasks_or_weights.shape != (len(TASKS),):
-                raise EnvError(f"task weights must have shape ({len(TASKS)},), got {tuple(tasks_or_weights.shape)}")
-            weights = tasks_or_weights.to(self.device, torch.float32).clone()
-        else:
-            for name in tasks_or_weights:
-                if name not in SKETCHES:
-                    raise EnvError(f"unknown Craft task {name!r}")
-                weights[TASKS.index(name)] = 1.0
-        if not bool((weights >= 0).all()) or float(weights.sum()) <= 0:
-            raise EnvError("task weights must be non-negative with a positive sum")
-        self.task_weights = weights / weights.sum()
-
     # ------------------------------------------------------------------ map generation
     def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
         # Only the rows being reset get a new map (a few % of the batch per step): their indices
@@ -212,7 +171,7 @@ class CraftVectorEnv(TorchVectorEnv):
         k, dev = rows.numel(), self.device
         if k == 0:
             return
-        task = torch.multinomial(self.task_weights.expand(k, -1), 1, generator=self.generator).squeeze(-1)
+        task = self._sample_tasks(k)
         grid = self._ring.reshape(1, -1).repeat(k, 1)
         goal = self.goal_kind[task]
         # treasure inside a 3×3 block of water (gold) or stone (gem), on the row above the bottom wall
@@ -240,7 +199,7 @@ class CraftVectorEnv(TorchVectorEnv):
         self.pointer = self.pointer.index_fill(0, rows, 0)
 
     # ------------------------------------------------------------------ dynamics
-    def _step_state(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _world_step(self, actions: torch.Tensor) -> None:
         n = self.num_envs
         move = actions < USE
         self.facing = torch.where(move, actions, self.facing)
@@ -266,21 +225,9 @@ class CraftVectorEnv(TorchVectorEnv):
             inv = inv + fire.int()[:, None] * (e[out] - e[needs].sum(0))
         self.inventory = inv
         self.grid = flat.view(n, SIZE, SIZE)
-        # STOP advances the sketch pointer; past the last step the episode ends
-        stop = actions == STOP
-        self.pointer = self.pointer + stop.long()
-        if self.terminate_action:  # sketch-free control: only TERMINATE ends the episode
-            finished = actions == TERMINATE
-        else:
-            finished = stop & (self.pointer >= self.sketch_lengths[self.task])
-        held = inv.gather(1, self.goal_kind[self.task][:, None]).squeeze(1) > 0
-        return (finished & held).float(), finished
 
-    def _success(self, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
-        return reward > 0
-
-    def _episode_info(self) -> dict[str, torch.Tensor]:
-        return {"task": self.task.clone()}  # the task of the episode that ended
+    def _goal_satisfied(self) -> torch.Tensor:
+        return self.inventory.gather(1, self.goal_kind[self.task][:, None]).squeeze(1) > 0
 
     # ------------------------------------------------------------------ observation
     def _observe(self) -> torch.Tensor:
@@ -312,16 +259,6 @@ class CraftVectorEnv(TorchVectorEnv):
         if self.task_in_obs:
             parts.append(torch.nn.functional.one_hot(self.task, len(TASKS)).float())
         return torch.cat(parts, -1)
-
-    def step(self, actions):
-        obs, reward, terminated, truncated, info = super().step(actions)
-        info["task"] = self.task.clone()
-        return obs, reward, terminated, truncated, info
-
-    def reset(self, *, seed=None, options=None):
-        obs, info = super().reset(seed=seed, options=options)
-        info["task"] = self.task.clone()
-        return obs, info
 
     def _render_ansi(self, index: int) -> str:
         chars = {0: ".", KIND["boundary"]: "#", KIND["water"]: "~", KIND["stone"]: "%",

@@ -1,0 +1,147 @@
+"""What the policy-sketch worlds share (Andreas, Klein & Levine 2017): a fixed list of tasks, each
+with a sketch over a set of sub-task (module) symbols, splits of the tasks, a task distribution settable
+between updates, and the sketch pointer that STOP moves (reward on the STOP that passes the last
+sketch step with the goal satisfied; optionally a TERMINATE action for sketch-free controllers).
+
+A world (``CraftVectorEnv``, ``MazeVectorEnv``) subclasses :class:`SketchTaskEnv` with class
+attributes ``TASKS``, ``SKETCH_SETS`` (name → {task: sketch}), ``SPLITS`` (and optionally
+``SYMBOL_ORDER``), and implements
+``_world_step(actions)`` (primitive actions) and ``_goal_satisfied()``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import torch
+
+from modrl.vec import EnvError, TorchVectorEnv
+
+
+class SketchTaskEnv(TorchVectorEnv):
+    """Tasks, sketches, splits and the STOP / TERMINATE protocol over a batched world.
+
+    Actions: the world's ``num_world_actions`` primitive actions, then STOP (moves the env's sketch
+    pointer; past the sketch's last step it ends the episode, rewarded 1 when the goal is
+    satisfied), then TERMINATE with ``terminate_action`` (ends the episode, same reward; STOP then
+    never ends it). ``env.task`` and ``info["task"]`` hold each env's task index.
+    """
+
+    TASKS: tuple[str, ...] = ()
+    SKETCH_SETS: dict[str, dict[str, tuple[str, ...]]] = {}
+    SPLITS: dict[str, tuple[str, ...]] = {}
+    SYMBOL_ORDER: dict[str, tuple[str, ...]] = {}
+    """Per sketch set, the order of the module symbols (default: order of first appearance)."""
+    WORLD = "sketch"
+
+    def __init__(
+        self,
+        num_envs: int,
+        *,
+        num_world_actions: int,
+        observation_space: gym.Space,
+        split: str,
+        tasks: list[str] | None,
+        sketch_set: str,
+        terminate_action: bool,
+        max_episode_steps: int,
+        device,
+        autoreset_mode,
+        render_mode,
+    ):
+        if tasks is None:
+            if split not in self.SPLITS:
+                raise EnvError(f"unknown split {split!r}; splits: {', '.join(self.SPLITS)}")
+            tasks = list(self.SPLITS[split])
+        unknown = [t for t in tasks if t not in self.TASKS]
+        if unknown:
+            raise EnvError(f"unknown {self.WORLD} tasks {unknown}; tasks: {', '.join(self.TASKS)}")
+        if sketch_set not in self.SKETCH_SETS:
+            raise EnvError(f"unknown sketch_set {sketch_set!r}; sketch sets: {', '.join(self.SKETCH_SETS)}")
+        self.stop_action = num_world_actions
+        self.terminate_action = terminate_action
+        super().__init__(
+            num_envs,
+            single_observation_space=observation_space,
+            single_action_space=gym.spaces.Discrete(num_world_actions + 1 + int(terminate_action)),
+            max_episode_steps=max_episode_steps,
+            device=device,
+            render_mode=render_mode,
+            **({"autoreset_mode": autoreset_mode} if autoreset_mode is not None else {}),
+        )
+        dev = self.device
+        self.task_names = self.TASKS
+        sketches = self.SKETCH_SETS[sketch_set]
+        symbols = list(self.SYMBOL_ORDER.get(sketch_set, ()))
+        for task in self.TASKS:  # then in order of first appearance
+            symbols += [s for s in sketches[task] if s not in symbols]
+        self.symbols = tuple(symbols)
+        longest = max(len(s) for s in sketches.values())
+        table = torch.full((len(self.TASKS), longest), -1, dtype=torch.long)
+        for i, task in enumerate(self.TASKS):
+            table[i, : len(sketches[task])] = torch.tensor([self.symbols.index(s) for s in sketches[task]])
+        self.sketches = table.to(dev)  # [T, L] symbol indices, −1 padded
+        self.sketch_lengths = torch.tensor([len(sketches[t]) for t in self.TASKS], device=dev)
+        self.task = torch.zeros(num_envs, dtype=torch.long, device=dev)
+        self.pointer = torch.zeros(num_envs, dtype=torch.long, device=dev)
+        self.task_weights = torch.zeros(len(self.TASKS), device=dev)
+        self.set_task_distribution(tasks)
+
+    # ------------------------------------------------------------------ tasks
+    def set_task_distribution(self, tasks_or_weights) -> None:
+        """Sample new episodes' tasks from a list of task names (uniform), or from weights over
+        all tasks (a tensor or a {name: weight} dict; e.g. the curriculum's 1 − success + 0.01)."""
+        T = len(self.TASKS)
+        weights = torch.zeros(T, device=self.device)
+        if isinstance(tasks_or_weights, torch.Tensor):
+            if tasks_or_weights.shape != (T,):
+                raise EnvError(f"task weights must have shape ({T},), got {tuple(tasks_or_weights.shape)}")
+            weights = tasks_or_weights.to(self.device, torch.float32).clone()
+        else:
+            items = tasks_or_weights.items() if isinstance(tasks_or_weights, dict) else ((t, 1.0) for t in tasks_or_weights)
+            for name, w in items:
+                if name not in self.TASKS:
+                    raise EnvError(f"unknown {self.WORLD} task {name!r}")
+                weights[self.TASKS.index(name)] = float(w)
+        if not bool((weights >= 0).all()) or float(weights.sum()) <= 0:
+            raise EnvError("task weights must be non-negative with a positive sum")
+        self.task_weights = weights / weights.sum()
+
+    def _sample_tasks(self, k: int) -> torch.Tensor:
+        return torch.multinomial(self.task_weights.expand(k, -1), 1, generator=self.generator).squeeze(-1)
+
+    # ------------------------------------------------------------------ dynamics
+    def _world_step(self, actions: torch.Tensor) -> None:
+        """Apply the primitive actions (ids below ``stop_action``; others leave the world unchanged)."""
+        raise NotImplementedError
+
+    def _goal_satisfied(self) -> torch.Tensor:
+        """bool [N]: each env's task goal holds in its current state."""
+        raise NotImplementedError
+
+    def _step_state(self, actions: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self._world_step(actions)
+        stop = actions == self.stop_action
+        self.pointer = self.pointer + stop.long()
+        if self.terminate_action:  # sketch-free control: only TERMINATE ends the episode
+            finished = actions == self.stop_action + 1
+        else:
+            finished = stop & (self.pointer >= self.sketch_lengths[self.task])
+        return (finished & self._goal_satisfied()).float(), finished
+
+    def _success(self, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
+        return reward > 0
+
+    def _episode_info(self) -> dict[str, torch.Tensor]:
+        return {"task": self.task.clone()}  # the task of the episode that ended
+
+    def step(self, actions):
+        obs, reward, terminated, truncated, info = super().step(actions)
+        info["task"] = self.task.clone()
+        return obs, reward, terminated, truncated, info
+
+    def reset(self, *, seed=None, options: dict[str, Any] | None = None):
+        obs, info = super().reset(seed=seed, options=options)
+        info["task"] = self.task.clone()
+        return obs, info
