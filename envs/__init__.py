@@ -11,12 +11,14 @@ import gymnasium as gym
 
 from modrl.envs.craft import CraftVectorEnv
 from modrl.envs.four_rooms import FourRoomsVectorEnv
+from modrl.envs.maze import MazeVectorEnv
 from modrl.vec import single_env_factory
 
 #: env id -> batched class, for ``modrl list`` and ``modrl bench``
 REGISTRY: dict[str, type] = {
     "modrl/FourRooms-v0": FourRoomsVectorEnv,
     "modrl/Craft-v0": CraftVectorEnv,
+    "modrl/CraftMaze-v0": MazeVectorEnv,
 }
 
 
@@ -29,4 +31,4 @@ def _register_all() -> None:
 
 _register_all()
 
-__all__ = ["CraftVectorEnv", "FourRoomsVectorEnv", "REGISTRY"]
+__all__ = ["CraftVectorEnv", "FourRoomsVectorEnv", "MazeVectorEnv", "REGISTRY"]

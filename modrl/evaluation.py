@@ -127,7 +127,10 @@ def evaluate_run(
             raise ValueError(f"--split {split}: {cfg.env.id} has no task splits")
         overrides["split"] = split
     env = make_env(cfg.env, cfg.device, num_envs=min(cfg.env.num_envs, episodes), **overrides)
+    split_weights = getattr(env, "task_weights", None)
     agent = make_agent(cfg, env)
+    if split_weights is not None:  # evaluate on the split's tasks, not the training curriculum's
+        env.set_task_distribution(split_weights.clone())
     agent.policy.load_state_dict(ckpt["agent"]["policy"])
     agent.policy.eval()
     seed = cfg.seed + 1_000_003 if seed is None else seed

@@ -61,6 +61,10 @@ def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["split"] == "heldout" and set(out["per_task"]) == {"make[bed]", "make[axe]"}
     assert (run / "eval" / "heldout.json").is_file()
+    # the training split's evaluation covers all 8 training tasks, not only those the curriculum unlocked
+    assert main(["eval", str(run), "--episodes", "400"]) == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert len(out["per_task"]) == 8
 
 
 def test_resume_continues_exactly(tmp_path):

@@ -1,0 +1,237 @@
+"""Maze, batched: the rooms-and-doors world of *Modular Multitask RL with Policy Sketches* (Andreas,
+Klein & Levine 2017, §5.1, "maze"), with the semantics of the original ``worlds/light.py``.
+
+- Rooms of 6×6 cells; walls on every 6th row and column; a board of (6·rooms_x + 1) × (6·rooms_y + 1)
+  cells (here padded with walls to 31 × 31, the largest board the 10 tasks produce).
+- A task ``go[<path>]`` is a walk through rooms (L: x − 1, R: x + 1, U: y − 1, D: y + 1); its
+  bounding box, padded by U{0, 1} rooms on each side, is the board; the agent starts at the centre
+  of the start room and must be in the walk's last room when the final STOP fires.
+- Doors: one per walk step at the wall's midpoint, locked with p = 0.5; then min(rooms_x, rooms_y)
+  extra doors (none when rooms_x or rooms_y is 1), each joining a random room (x ≤ rooms_x − 2,
+  y ≤ rooms_y − 2) to its right or lower neighbour unless that door exists, locked with p = 0.5.
+  A locked door's key lies at the centre of the room it was opened from, offset by U{−1..2} per
+  axis; two keys on one cell keep only the later door's (the original's dict), leaving the earlier
+  door open. A locked door blocks movement until its key is picked up.
+- Actions DOWN (y − 1), UP (y + 1), LEFT, RIGHT, USE (pick up the key under the agent), then STOP
+  (and TERMINATE) as in every sketch world (``envs/sketch_tasks.py``).
+- Observation: 12 distance sensors, strength max(10 − Euclidean distance, 0)/10 summed per group
+  and direction (object at ≤ x, ≥ x, ≤ y, ≥ y): locked doors [0:4], open doors [4:8] (both only in
+  the two rooms a door joins, and on the door cell itself), keys [8:12] (only inside the key's
+  room; none on wall or door cells).
+
+Tasks, sketches (symbols left/right/up/down) and the independent sketch set are the original's
+``resources/light/hints*.yaml``. There is no held-out split in the paper's maze experiments.
+"""
+
+from __future__ import annotations
+
+import gymnasium as gym
+import numpy as np
+import torch
+
+from modrl.envs.sketch_tasks import SketchTaskEnv
+from modrl.vec import TorchVectorEnv
+
+ROOM = 6
+MAX_ROOMS = 5
+BOARD = ROOM * MAX_ROOMS + 1  # 31
+PATHS = ("LL", "LD", "RD", "UL", "UR", "URU", "DRU", "LLD", "RDD", "LUR")
+TASKS = tuple(f"go[{p}]" for p in PATHS)
+_WORD = {"L": "left", "R": "right", "U": "up", "D": "down"}
+SKETCHES = {f"go[{p}]": tuple(_WORD[c] for c in p) for p in PATHS}
+INDEPENDENT_SKETCHES = {f"go[{p}]": ("_".join(_WORD[c] for c in p),) for p in PATHS}
+SKETCH_SETS = {"paper": SKETCHES, "independent": INDEPENDENT_SKETCHES}
+SPLITS = {"all": TASKS, "train": TASKS}
+STEP = {"L": (-1, 0), "R": (1, 0), "U": (0, -1), "D": (0, 1)}
+DOWN, UP, LEFT, RIGHT, USE = range(5)
+MOVES = ((0, -1), (0, 1), (-1, 0), (1, 0), (0, 0), (0, 0), (0, 0))  # + USE, STOP, TERMINATE
+MAX_PATH = max(len(p) for p in PATHS)
+MAX_DOORS = MAX_PATH + MAX_ROOMS
+NUM_FEATURES = 12
+
+
+def walk(path: str) -> list[tuple[int, int]]:
+    """Rooms visited after each step of ``path``, relative to the start room."""
+    x = y = 0
+    rooms = []
+    for c in path:
+        x, y = x + STEP[c][0], y + STEP[c][1]
+        rooms.append((x, y))
+    return rooms
+
+
+class MazeVectorEnv(SketchTaskEnv):
+    """Batched Maze; see the module docstring."""
+
+    metadata = {**TorchVectorEnv.metadata, "render_modes": ["ansi"]}
+    state_keys = ("walls", "pos", "goal_room", "door_pos", "door_valid", "key_pos", "key_present",
+                  "task", "pointer", "task_weights")
+    TASKS, SKETCH_SETS, SPLITS, WORLD = TASKS, SKETCH_SETS, SPLITS, "Maze"
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        *,
+        split: str = "train",
+        tasks: list[str] | None = None,
+        sketch_set: str = "paper",
+        terminate_action: bool = False,
+        max_episode_steps: int = 100,
+        device: str | torch.device = "cpu",
+        autoreset_mode=None,
+        render_mode: str | None = None,
+    ):
+        super().__init__(
+            num_envs,
+            num_world_actions=5,
+            observation_space=gym.spaces.Box(0.0, float(MAX_DOORS), (NUM_FEATURES,), np.float32),  # ≤ 1 per object
+            split=split,
+            tasks=tasks,
+            sketch_set=sketch_set,
+            terminate_action=terminate_action,
+            max_episode_steps=max_episode_steps,
+            device=device,
+            autoreset_mode=autoreset_mode,
+            render_mode=render_mode,
+        )
+        n, dev, D = num_envs, self.device, MAX_DOORS
+        # per task: the walk's steps, their count, and its room bounding box (start room included)
+        steps = torch.zeros(len(TASKS), MAX_PATH, 2, dtype=torch.long)
+        box = torch.zeros(len(TASKS), 4, dtype=torch.long)  # l, r, u, d
+        for t, p in enumerate(PATHS):
+            steps[t, : len(p)] = torch.tensor([STEP[c] for c in p])
+            xs, ys = zip((0, 0), *walk(p))
+            box[t] = torch.tensor([min(xs), max(xs), min(ys), max(ys)])
+        self._steps, self._box = steps.to(dev), box.to(dev)
+        self._path_len = torch.tensor([len(p) for p in PATHS], device=dev)
+        self._moves = torch.tensor(MOVES, device=dev)
+        coords = torch.arange(BOARD, device=dev)
+        self._x = coords.view(BOARD, 1).expand(BOARD, BOARD)
+        self._y = coords.view(1, BOARD).expand(BOARD, BOARD)
+        # per-env state
+        self.walls = torch.ones(n, BOARD, BOARD, dtype=torch.bool, device=dev)
+        self.pos = torch.zeros(n, 2, dtype=torch.long, device=dev)
+        self.goal_room = torch.zeros(n, 2, dtype=torch.long, device=dev)
+        self.door_pos = torch.zeros(n, D, 2, dtype=torch.long, device=dev)
+        self.door_valid = torch.zeros(n, D, dtype=torch.bool, device=dev)
+        self.key_pos = torch.zeros(n, D, 2, dtype=torch.long, device=dev)
+        self.key_present = torch.zeros(n, D, dtype=torch.bool, device=dev)  # = the door is locked
+
+    # ------------------------------------------------------------------ map generation
+    def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
+        rows = torch.nonzero(mask).squeeze(-1)
+        k, dev, g = rows.numel(), self.device, self.generator
+        if k == 0:
+            return
+        task = self._sample_tasks(k)
+
+        def coin(*shape):  # U{0, 1}
+            return torch.randint(0, 2, shape, generator=g, device=dev)
+
+        box = self._box[task]
+        pad = coin(k, 4)
+        left, right = box[:, 0] - pad[:, 0], box[:, 1] + pad[:, 1]
+        up, down = box[:, 2] - pad[:, 2], box[:, 3] + pad[:, 3]
+        rooms = torch.stack([right - left + 1, down - up + 1], -1)  # [k, 2]
+        init = torch.stack([-left, -up], -1)
+        size = ROOM * rooms  # the last wall line of the board
+        x, y = self._x[None], self._y[None]
+        walls = (x % ROOM == 0) | (y % ROOM == 0) | (x > size[:, 0, None, None]) | (y > size[:, 1, None, None])
+
+        # necessary doors: one per walk step, from room p_j to p_j + step_j
+        steps = self._steps[task]  # [k, P, 2]
+        room_before = torch.cumsum(steps, 1) - steps  # p_j relative to the start room
+        centre = ROOM * (init[:, None] + room_before) + ROOM // 2
+        nec_valid = torch.arange(MAX_PATH, device=dev)[None] < self._path_len[task][:, None]
+        nec_door = centre + ROOM // 2 * steps
+        nec_key = centre + torch.randint(0, ROOM // 2 + 1, (k, MAX_PATH, 2), generator=g, device=dev) - 1
+        # extra doors: a random room (≤ rooms − 2 on both axes) to its right or lower neighbour
+        corner = (torch.rand(k, MAX_ROOMS, 2, generator=g, device=dev) * (rooms[:, None] - 1)).long()
+        right_door = coin(k, MAX_ROOMS).bool()
+        direction = torch.stack([right_door.long(), (~right_door).long()], -1)
+        ex_centre = ROOM * corner + ROOM // 2
+        ex_door = ex_centre + ROOM // 2 * direction
+        ex_key = ex_centre + torch.randint(0, ROOM // 2 + 1, (k, MAX_ROOMS, 2), generator=g, device=dev) - 1
+        attempts = torch.minimum(rooms[:, 0], rooms[:, 1]) * ((rooms > 1).all(-1)).long()
+        door = torch.cat([nec_door, ex_door], 1)
+        key = torch.cat([nec_key, ex_key], 1)
+        valid = torch.cat([nec_valid, torch.zeros(k, MAX_ROOMS, dtype=torch.bool, device=dev)], 1)
+        for i in range(MAX_ROOMS):  # an extra door is skipped when it already exists
+            j = MAX_PATH + i
+            exists = ((door[:, :j] == door[:, j : j + 1]).all(-1) & valid[:, :j]).any(-1)
+            valid[:, j] = (i < attempts) & ~exists
+        locked = valid & (torch.rand(k, MAX_DOORS, generator=g, device=dev) < 0.5)
+        # keys on one cell: the later door's key replaces the earlier's (that door stays open)
+        same = (key[:, :, None] == key[:, None, :]).all(-1) & locked[:, None, :]
+        later = torch.triu(torch.ones(MAX_DOORS, MAX_DOORS, dtype=torch.bool, device=dev), diagonal=1)
+        locked = locked & ~(same & later).any(-1)
+        # open the door cells
+        cell = door[..., 0] * BOARD + door[..., 1]
+        opened = torch.zeros(k, BOARD * BOARD, device=dev).scatter_add(1, cell, valid.float()) > 0
+        walls = walls & ~opened.view(k, BOARD, BOARD)
+
+        self.walls = self.walls.index_copy(0, rows, walls)
+        self.pos = self.pos.index_copy(0, rows, ROOM * init + ROOM // 2)
+        self.goal_room = self.goal_room.index_copy(0, rows, init + steps.sum(1))  # the walk's last room
+        self.door_pos = self.door_pos.index_copy(0, rows, door)
+        self.door_valid = self.door_valid.index_copy(0, rows, valid)
+        self.key_pos = self.key_pos.index_copy(0, rows, key)
+        self.key_present = self.key_present.index_copy(0, rows, locked)
+        self.task = self.task.index_copy(0, rows, task)
+        self.pointer = self.pointer.index_fill(0, rows, 0)
+
+    # ------------------------------------------------------------------ dynamics
+    def _world_step(self, actions: torch.Tensor) -> None:
+        n = self.num_envs
+        target = self.pos + self._moves[actions]
+        wall = self.walls[torch.arange(n, device=self.device), target[:, 0], target[:, 1]]
+        # a locked door (its key not picked up yet) blocks the move
+        locked_door = ((self.door_pos == target[:, None]).all(-1) & self.door_valid & self.key_present).any(-1)
+        self.pos = torch.where((wall | locked_door)[:, None], self.pos, target)
+        # USE picks up the key under the agent (USE does not move, so the order does not matter)
+        on_key = (self.key_pos == self.pos[:, None]).all(-1)
+        self.key_present = self.key_present & ~(on_key & (actions == USE)[:, None])
+
+    def _goal_satisfied(self) -> torch.Tensor:
+        return (self.pos // ROOM == self.goal_room).all(-1)
+
+    # ------------------------------------------------------------------ observation
+    def _observe(self) -> torch.Tensor:
+        pos = self.pos[:, None]  # [N, 1, 2]
+        room = pos // ROOM
+        on_line = (pos % ROOM == 0).any(-1)  # [N, 1]: a wall line (or a door cell)
+
+        def sensors(obj: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
+            """Σ over objects of strength · [obj_x ≤ x, obj_x ≥ x, obj_y ≤ y, obj_y ≥ y] → [N, 4]."""
+            strength = (10 - (obj - pos).float().pow(2).sum(-1).sqrt()).clamp_min(0) / 10
+            sides = torch.stack([obj[..., 0] <= pos[..., 0], obj[..., 0] >= pos[..., 0],
+                                 obj[..., 1] <= pos[..., 1], obj[..., 1] >= pos[..., 1]], -1)
+            return (sides.float() * (strength * active.float())[..., None]).sum(1)
+
+        door = self.door_pos
+        joins = ((room == (door + 1) // ROOM) | (room == (door - 1) // ROOM)).all(-1)  # the two rooms
+        at_door = (door == pos).all(-1)
+        seen = self.door_valid & joins & (at_door | ~on_line)
+        locked = self.key_present
+        key_seen = self.key_present & (self.key_pos // ROOM == room).all(-1) & ~on_line
+        return torch.cat([sensors(door, seen & locked), sensors(door, seen & ~locked), sensors(self.key_pos, key_seen)], -1)
+
+    def _render_ansi(self, index: int) -> str:
+        """Rows are y (growing downwards, so the sketch's "up" is up), columns x; @ agent, k key,
+        $ locked door, # wall."""
+        walls = self.walls[index].cpu()
+        keys = {tuple(p) for p, on in zip(self.key_pos[index].tolist(), self.key_present[index].tolist()) if on}
+        locked = {tuple(d) for d, v, on in zip(self.door_pos[index].tolist(), self.door_valid[index].tolist(),
+                                               self.key_present[index].tolist()) if v and on}
+        free = ~walls
+        width = int(free.any(1).nonzero().max()) + 2
+        height = int(free.any(0).nonzero().max()) + 2
+        x0, y0 = self.pos[index].tolist()
+
+        def char(x: int, y: int) -> str:
+            if (x, y) == (x0, y0):
+                return "@"
+            return "k" if (x, y) in keys else "$" if (x, y) in locked else "#" if walls[x, y] else "."
+
+        lines = ["".join(char(x, y) for x in range(width)) for y in range(height)]
+        return "\n".join(lines) + f"\ntask {TASKS[int(self.task[index])]}, goal room {self.goal_room[index].tolist()}"
