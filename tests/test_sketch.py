@@ -211,3 +211,23 @@ def test_learned_routing_terminates_and_adapts_from_a_trained_inventory(tmp_path
 
     with pytest.raises(ValueError, match="terminate_action"):
         PolicySketches(SketchConfig(routing="learned"), CraftVectorEnv(2), 10**9)
+
+
+def test_policy_sketches_learn_the_maze():
+    # A real learning run (CI-sized): configs/maze_sketch.yaml (the modular agent, the fast learner,
+    # the curriculum) for 3M env steps, in which the curriculum stays on the length-2 sketches.
+    # Random modules solve them ~1% of the time.
+    from modrl.config import load_config
+    from modrl.envs.maze import MazeVectorEnv
+    from modrl.trainer import make_agent as build, make_env, seed_everything
+
+    cfg = load_config(CONFIGS / "maze_sketch.yaml", ["total_steps=3000000"])
+    seed_everything(1)
+    agent = build(cfg, make_env(cfg.env, "cpu"))
+    agent.start(1)
+    while not agent.finished:
+        agent.train_iteration()
+    two = [t for t in agent.env.task_names if len(t) == len("go[LL]")]
+    result = evaluate(agent, MazeVectorEnv(500, tasks=two), 1000, seed=3)
+    print(f"maze length-2 success after 3M steps: {result['success_rate']:.3f}")
+    assert result["success_rate"] >= 0.6, result
