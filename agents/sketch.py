@@ -84,7 +84,7 @@ class SketchConfig:
 class PolicySketches(OnPolicyAlgorithm):
     def __init__(self, cfg: SketchConfig, env, total_steps: int):
         super().__init__(env, total_steps, env.num_envs * env.max_episode_steps)
-        for attr in ("sketches", "sketch_lengths", "task_names", "set_task_distribution"):
+        for attr in ("sketches", "sketch_lengths", "task_names", "set_task_distribution", "stop_action"):
             if not hasattr(env, attr):
                 raise ValueError(f"the policy-sketch agent needs an env with sketches (e.g. modrl/Craft-v0); {type(env).__name__} has no {attr!r}")
         self.cfg = cfg
@@ -109,7 +109,7 @@ class PolicySketches(OnPolicyAlgorithm):
                              "routing: sketch needs it off")
         if self.learned and (cfg.update != "reinforce" or self.joint or cfg.critic != "task"):
             raise ValueError("routing: learned supports update: reinforce, modules: per_symbol and critic: task")
-        self.stop_action = int(env.single_action_space.n) - 1 - int(terminate)  # STOP, then TERMINATE if any
+        self.stop_action = env.stop_action  # the world's actions, then STOP (then TERMINATE, if any)
         self.halt_choice = self.num_symbols  # the learned controller's TERMINATE choice
         self.policy = torch.nn.ModuleDict({
             "subpolicies": PolicyInventory(1 if self.joint else self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
@@ -122,9 +122,9 @@ class PolicySketches(OnPolicyAlgorithm):
             self.policy["router"] = router
         if cfg.init_modules:
             self._load_modules(cfg.init_modules)
+            self.policy["subpolicies"].requires_grad_(cfg.finetune_modules)
         self.policy.to(dev)
-        params = [p for name, p in self.policy.named_parameters()
-                  if cfg.finetune_modules or not (cfg.init_modules and name.startswith("subpolicies."))]
+        params = [p for p in self.policy.parameters() if p.requires_grad]
         if cfg.optimizer == "rmsprop":
             # TensorFlow 1's RMSPropOptimizer, as the original used: decay 0.9, epsilon 1e-10, and the
             # mean-square accumulator starting at ones (torch starts it at zeros, which makes the
