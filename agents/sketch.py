@@ -48,6 +48,8 @@ class SketchConfig:
     max_subtask_steps: int = 15
     """The 15th step of a sub-task is a forced STOP (not trained on)."""
     grad_scaling: Literal["sum_of_squares", "norm", "none"] = "sum_of_squares"
+    max_episodes: int = 0
+    """Stop after this many training episodes (the paper's budget is 3M); 0: only ``total_steps``."""
     curriculum: bool = True
     updates_per_round: int = 500
     promote_threshold: float = 0.8
@@ -173,7 +175,7 @@ class PolicySketches(OnPolicyAlgorithm):
 
     @property
     def finished(self) -> bool:
-        return self._steps >= self.total_env_steps
+        return self._steps >= self.total_env_steps or 0 < self.cfg.max_episodes <= self.episodes
 
     def _promote(self) -> None:
         """Raise ℓ_max until some task of the split fits (Craft has no length-1 task), and restart the round."""
