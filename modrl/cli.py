@@ -20,7 +20,7 @@ import torch
 
 from modrl.algorithm import NonFiniteLossError
 from modrl.checkpoint import CheckpointError
-from modrl.config import ConfigError
+from modrl.config import RESUME_KEYS, ConfigError
 from modrl.vec import EnvError
 
 
@@ -38,9 +38,9 @@ def cmd_train(args) -> int:
 
     command = shlex.join(["modrl", *sys.argv[1:]])
     if args.resume:
-        if args.config or args.set:
-            raise ConfigError("--resume continues a run with its saved config; do not pass CONFIG or --set with it")
-        train(resume=args.resume, command=command)
+        if args.config:
+            raise ConfigError("--resume continues a run with its saved config; do not pass CONFIG with it")
+        train(resume=args.resume, command=command, budget=args.set or None)
         return 0
     cfg = load_config(args.config, args.set)
     train(cfg, command=command)
@@ -124,7 +124,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("train", help="train an agent from a YAML config (default job without one)")
     p.add_argument("config", nargs="?", help="YAML config file (see configs/); omitted: the default job")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys, e.g. --set agent.learning_rate=1e-3 seed=2")
-    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint")
+    p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
+                   "(with --set, only the budget may change: " + ", ".join(RESUME_KEYS) + ")")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint")

@@ -232,6 +232,19 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
+RESUME_KEYS = ("total_steps", "agent.max_episodes")
+"""The keys ``modrl train --resume RUN --set`` may change: the budget, so a finished run can train on."""
+
+
+def resume_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply budget-only ``--set`` overrides to a run's saved config; any other key is an error."""
+    for item in overrides:
+        key = item.split("=", 1)[0].strip()
+        if "=" in item and key not in RESUME_KEYS:
+            raise ConfigError(f"--resume --set {key}: only the budget can change when a run resumes ({', '.join(RESUME_KEYS)})")
+    return apply_overrides(data, overrides)
+
+
 def load_config(path: str | Path | None = None, overrides: list[str] | None = None) -> RunConfig:
     """Read a YAML config (or the default job when ``path`` is None) and apply ``--set`` overrides."""
     if path is None:

@@ -23,8 +23,8 @@ import yaml
 
 import modrl.envs  # noqa: F401  (registers the environments)
 from modrl.algorithm import NonFiniteLossError, OnPolicyAlgorithm
-from modrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint
-from modrl.config import ConfigError, RunConfig, agent_name, agent_registry, run_config_from_dict, to_dict
+from modrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_text_atomic
+from modrl.config import ConfigError, RunConfig, agent_name, agent_registry, resume_overrides, run_config_from_dict, to_dict
 from modrl.logger import Progress, RunLogger
 from modrl.perf import configure_cpu_allocator
 
@@ -125,11 +125,13 @@ def train(
     resume: str | Path | None = None,
     command: str | None = None,
     max_iterations: int | None = None,
+    budget: list[str] | None = None,
 ) -> Path:
     """Train from ``cfg`` in a new run directory, or continue the run in ``resume``; return the run dir.
 
     ``max_iterations`` stops after that many iterations of this call (a checkpoint is saved), as
-    an interrupted run would; used by tests of resume.
+    an interrupted run would; used by tests of resume. ``budget``: ``key=value`` overrides of the
+    resumed run's budget (``RESUME_KEYS``), written back to its ``config.yaml``.
     """
     ckpt = None
     if resume is not None:
@@ -138,7 +140,12 @@ def train(
         ckpt = load_checkpoint(ckpt_path)
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{ckpt_path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
-        cfg = run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+        data = yaml.safe_load((run_dir / "config.yaml").read_text())
+        if budget:
+            data = resume_overrides(data, budget)
+        cfg = run_config_from_dict(data)
+        if budget:
+            save_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     elif cfg is None:
         cfg = RunConfig()
     check_device(cfg.device)

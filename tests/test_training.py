@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 from modrl.algorithm import NonFiniteLossError
@@ -122,6 +123,16 @@ def test_resume_continues_exactly(tmp_path, agent):
     # (sorted: two writers of one test process can share a timestamp, and file names then sort
     # by a counter; a real resume is a later process)
     assert sorted(e.step for e in acc.Scalars("losses/policy_loss")) == [512 * i for i in range(1, 9)]
+
+
+def test_resume_with_a_larger_budget_trains_on(tmp_path, capsys):
+    run = train(tiny(tmp_path, "checkpoint_every=100", "eval_episodes=0", "total_steps=2048"))
+    assert load_checkpoint(latest_checkpoint(run))["global_step"] == 2048
+    assert main(["train", "--resume", str(run), "--set", "agent.learning_rate=1.0"]) == 2
+    assert "only the budget can change" in capsys.readouterr().err
+    assert main(["train", "--resume", str(run), "--set", "total_steps=4096"]) == 0
+    assert load_checkpoint(latest_checkpoint(run))["global_step"] == 4096
+    assert yaml.safe_load((run / "config.yaml").read_text())["total_steps"] == 4096
 
 
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
