@@ -157,7 +157,16 @@ class CraftVectorEnv(SketchTaskEnv):
         xs = torch.arange(SIZE, device=dev)
         self._cell_x = xs.view(SIZE, 1).expand(SIZE, SIZE).reshape(-1)
         self._cell_y = xs.view(1, SIZE).expand(SIZE, SIZE).reshape(-1)
-        self._window = torch.arange(-2, 3, device=dev)
+        # per agent cell: the flat index of each local-window cell (−1 outside the grid), and the
+        # coarse block (0–24) of every grid cell
+        ax, ay = self._cell_x.view(-1, 1), self._cell_y.view(-1, 1)  # agent cell
+        d = torch.arange(-2, 3, device=dev)
+        wx, wy = ax[:, :, None] + d.view(1, 5, 1), ay[:, :, None] + d.view(1, 1, 5)  # [100, 5, 5]
+        inside = (wx >= 0) & (wx < SIZE) & (wy >= 0) & (wy < SIZE)
+        self._window_cells = torch.where(inside, wx * SIZE + wy, -1).view(SIZE * SIZE, 25)
+        bx = (self._cell_x.view(1, -1) - ax + 12) // 5
+        by = (self._cell_y.view(1, -1) - ay + 12) // 5
+        self._cell_block = bx * 5 + by  # [agent cell, cell]
         self._placed = torch.tensor(
             [KIND["iron"]] * 4 + [KIND["grass"]] * 4 + [KIND["wood"]] * 4 + [KIND[f"workshop{i}"] for i in range(3)],
             dtype=torch.uint8, device=dev,
@@ -233,32 +242,25 @@ class CraftVectorEnv(SketchTaskEnv):
     def _observe(self) -> torch.Tensor:
         n = self.num_envs
         grid = self.grid.view(n, SIZE * SIZE).long()
-        # local 5×5 window (zeros outside the grid), flattened in (x, y, kind) order
-        wx = self.pos[:, 0:1] + self._window  # [N, 5]
-        wy = self.pos[:, 1:2] + self._window
-        inside = ((wx >= 0) & (wx < SIZE))[:, :, None] & ((wy >= 0) & (wy < SIZE))[:, None, :]
-        cell = wx.clamp(0, SIZE - 1)[:, :, None] * SIZE + wy.clamp(0, SIZE - 1)[:, None, :]
-        kinds = grid.gather(1, cell.view(n, 25)) * inside.view(n, 25)
-        local = torch.nn.functional.one_hot(kinds, NUM_KINDS).float()
-        local[..., 0] = 0.0  # empty cells and outside the grid: all zeros
-        # coarse map: the 25×25 window (± 12) max-pooled in 5×5 blocks; on a 10×10 grid cell (u, v)
-        # falls in block ((u − x + 12) // 5, (v − y + 12) // 5): mark (block, kind) pairs present
-        bx = (self._cell_x[None, :] - self.pos[:, 0:1] + 12) // 5
-        by = (self._cell_y[None, :] - self.pos[:, 1:2] + 12) // 5
-        coarse = torch.zeros(n, 25 * NUM_KINDS, device=self.device)
-        coarse.scatter_(1, (bx * 5 + by) * NUM_KINDS + grid, 1.0)
-        coarse = coarse.view(n, 25, NUM_KINDS)
-        coarse[..., 0] = 0.0
-        parts = [
-            local.reshape(n, -1),
-            coarse.reshape(n, -1),
-            self.inventory.float(),
-            torch.nn.functional.one_hot(self.facing, 4).float(),
-            torch.zeros(n, 1, device=self.device),
-        ]
+        out = torch.zeros(n, self.single_observation_space.shape[0], device=self.device)
+        window, blocks = 25 * NUM_KINDS, 25 * NUM_KINDS
+        # local 5×5 window, flattened in (x, y, kind) order; outside the grid reads as empty
+        pos_flat = self.pos[:, 0] * SIZE + self.pos[:, 1]
+        cell = self._window_cells.index_select(0, pos_flat)  # [N, 25], −1 outside the grid
+        kinds = grid.gather(1, cell.clamp(min=0)) * (cell >= 0)
+        # (kind 0, empty, is not a feature: its slot is written 0 and stays 0)
+        out[:, :window].view(n, 25, NUM_KINDS).scatter_(2, kinds[:, :, None], (kinds > 0).float()[:, :, None])
+        # coarse map: the 25×25 window (± 12) max-pooled in 5×5 blocks; cell c falls in the
+        # precomputed block _cell_block[agent cell, c]: mark (block, kind) pairs present
+        block = self._cell_block.index_select(0, pos_flat)  # [N, 100]
+        out[:, window : window + blocks].scatter_(1, block * NUM_KINDS + grid, (grid > 0).float())
+        base = window + blocks
+        out[:, base : base + NUM_KINDS] = self.inventory
+        out[:, base + NUM_KINDS : base + NUM_KINDS + 4].scatter_(1, self.facing[:, None], 1.0)
+        # then one constant 0, and the task one-hot when task_in_obs
         if self.task_in_obs:
-            parts.append(torch.nn.functional.one_hot(self.task, len(TASKS)).float())
-        return torch.cat(parts, -1)
+            out[:, NUM_FEATURES:].scatter_(1, self.task[:, None], 1.0)
+        return out
 
     def _render_ansi(self, index: int) -> str:
         chars = {0: ".", KIND["boundary"]: "#", KIND["water"]: "~", KIND["stone"]: "%",
