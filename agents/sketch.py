@@ -268,7 +268,12 @@ class PolicySketches(OnPolicyAlgorithm):
             halting = ctrl.active == self.halt_choice  # only the learned controller chooses it
             self.metrics.record_decisions(task, ctrl.active, need & ~halting)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
-            action = self.env_action(obs, ctrl.active, task, forced)
+            if bool(alive.all()):
+                action = self.env_action(obs, ctrl.active, task, forced)
+            else:  # the policies run only for the episodes still going (finished ones step with action 0)
+                rows = torch.nonzero(alive).squeeze(-1)
+                action = torch.zeros(n, dtype=torch.long, device=self.device).index_copy_(
+                    0, rows, self.env_action(obs[rows], ctrl.active[rows], task[rows], forced[rows]))
             step_before = router.pointer
             next_obs, reward, terminated, truncated, info = env.step(action)
             transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
