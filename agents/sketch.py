@@ -60,6 +60,10 @@ class SketchConfig:
     module STOPs, trained from task reward only by REINFORCE (the paper's adaptation protocol and
     its option-critic-style baseline). Needs the env's ``terminate_action``."""
     router_entropy_coef: float = 0.01
+    router_gamma: float = 1.0
+    """Per-tick discount of the learned controller's returns. The task reward comes only at the
+    episode's end, so with 1 every choice of an episode is credited with its success; the
+    controller's baseline is its own per-task linear critic on these returns."""
     init_modules: str = ""
     """A run directory or checkpoint whose sub-policies start this run (adaptation from a trained
     inventory); empty: fresh modules."""
@@ -122,6 +126,7 @@ class PolicySketches(OnPolicyAlgorithm):
             for p in router.parameters():
                 torch.nn.init.zeros_(p)
             self.policy["router"] = router
+            self.policy["router_critic"] = ValueHeads(self.num_tasks, features)
         if cfg.init_modules:
             self._load_modules(cfg.init_modules)
             self.policy["subpolicies"].requires_grad_(cfg.finetune_modules)
@@ -329,17 +334,16 @@ class PolicySketches(OnPolicyAlgorithm):
         task = buf["task"].repeat(T).index_select(0, idx)
 
         router_loss = torch.zeros((), device=self.device)
-        if self.learned:  # REINFORCE for the controller's choices, with the same critic as baseline
+        if self.learned:  # REINFORCE for the controller's choices: its own returns and baseline
             ridx = torch.nonzero(buf["decision"][:T].flatten()).squeeze(-1)
-            r_obs, r_head = all_obs.index_select(0, ridx), critic.index_select(0, ridx)
-            with torch.no_grad():
-                if cfg.advantage == "mc":
-                    r_adv = returns.flatten().index_select(0, ridx) - self.policy["critics"](r_obs, r_head)
-                else:
-                    r_adv = advantages.flatten().index_select(0, ridx)
-            log_pi = self._router_log_probs(r_obs, buf["task"].repeat(T).index_select(0, ridx))
+            r_obs, r_task = all_obs.index_select(0, ridx), buf["task"].repeat(T).index_select(0, ridx)
+            r_ret = discounted_returns(rewards, ended, torch.zeros_like(rewards[0]), cfg.router_gamma).flatten().index_select(0, ridx)
+            r_base = self.policy["router_critic"](r_obs, r_task)
+            r_adv = (r_ret - r_base).detach()
+            log_pi = self._router_log_probs(r_obs, r_task)
             chosen = log_pi.gather(-1, buf["module"][:T].flatten().index_select(0, ridx)[:, None]).squeeze(-1)
-            router_loss = (-chosen * r_adv + cfg.router_entropy_coef * (log_pi.exp() * log_pi).sum(-1)).mean()
+            router_loss = (-chosen * r_adv + cfg.router_entropy_coef * (log_pi.exp() * log_pi).sum(-1)
+                           + cfg.critic_coef * (r_ret - r_base) ** 2).mean()
 
         if cfg.update == "reinforce":
             actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, task, action, ret, head, advantage=advantage)
