@@ -131,7 +131,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
     p.add_argument("run_dir")
     p.add_argument("--episodes", type=int, default=1000)
-    p.add_argument("--split", default="train", help="task split to evaluate on (e.g. heldout: zero-shot on held-out sketches)")
+    p.add_argument("--split", default=None, help="task split to evaluate on (default: the run's own; heldout: zero-shot on held-out sketches)")
     p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampled ones")
     p.add_argument("--checkpoint", help="a specific checkpoint file instead of the latest")
     p.add_argument("--device", help="override the run's device")

@@ -94,7 +94,7 @@ def evaluate_run(
     run_dir: str | Path,
     *,
     episodes: int = 1000,
-    split: str = "train",
+    split: str | None = None,
     deterministic: bool = False,
     checkpoint: str | Path | None = None,
     device: str | None = None,
@@ -116,6 +116,8 @@ def evaluate_run(
     check_device(cfg.device)
     ckpt_path = Path(checkpoint) if checkpoint else latest_checkpoint(run_dir)
     ckpt = load_checkpoint(ckpt_path, map_location=cfg.device)
+    if split is None:  # the run's own split (an adaptation run trains on the held-out tasks)
+        split = cfg.env.kwargs.get("split", "train")
     overrides = {}
     if split != "train" or "split" in cfg.env.kwargs:
         import inspect

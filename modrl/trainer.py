@@ -229,6 +229,6 @@ def train(
     if cfg.eval_episodes > 0:
         from modrl.evaluation import evaluate_run
 
-        evaluate_run(run_dir, episodes=cfg.eval_episodes, split="train")
+        evaluate_run(run_dir, episodes=cfg.eval_episodes)
     print(f"modrl: done, {agent.global_step:,} env steps in {run_dir}", file=sys.stderr)
     return run_dir

@@ -244,3 +244,16 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     assert len(row["multitask_per_task"]) == 8 and set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
     assert summary["seeds_short_of_the_longest_sketch"] == 1  # 32 episodes do not get far
     assert "| zero_shot |" in capsys.readouterr().out
+
+
+def test_evaluation_defaults_to_the_runs_own_split(tmp_path):
+    # an adaptation run trains on the held-out tasks: its end-of-run evaluation (and a plain
+    # `modrl eval RUN`) must evaluate those, not the training split
+    from modrl.config import load_config
+    from modrl.trainer import train
+
+    run = train(load_config(CONFIGS / "craft_adaptation.yaml", [f"run_root={tmp_path}", "total_steps=2000",
+                                                                "env.num_envs=16", "eval_episodes=20", "progress=false"]))
+    result = json.loads((run / "eval" / "heldout.json").read_text())
+    assert result["split"] == "heldout" and set(result["per_task"]) <= {"make[bed]", "make[axe]"}
+    assert not (run / "eval" / "train.json").exists()
