@@ -16,7 +16,9 @@
   rounds ∝ 1 − success + 0.01; ℓ_max grows when every current task's success exceeds 0.8.
 
 Each update runs ``num_envs`` episodes side by side, one per env, to their ends (at most 100 steps),
-so returns are exact Monte-Carlo returns. Zero-shot recombination needs nothing else: evaluating
+so returns are exact Monte-Carlo returns; or, with ``rollout_steps: N``, ``N`` ticks of every env
+with episodes carried over between updates and the critic bootstrapping the cut (no env steps
+wasted on finished episodes). Zero-shot recombination needs nothing else: evaluating
 on held-out sketches (``modrl eval RUN --split heldout``) chains the trained modules.
 """
 
@@ -85,11 +87,16 @@ class SketchConfig:
     ppo_epochs: int = 4
     ppo_minibatches: int = 4
     clip_coef: float = 0.2
+    rollout_steps: int = 0
+    """``0``: each update runs one whole episode per env (the original; exact Monte-Carlo returns,
+    but envs whose episode ended keep stepping until the longest one ends). ``N > 0``: every env
+    steps ``N`` ticks per update, episodes continue across updates and reset as they end, and the
+    critic bootstraps the cut (sketch routing only)."""
 
 
 class PolicySketches(OnPolicyAlgorithm):
     def __init__(self, cfg: SketchConfig, env, total_steps: int):
-        super().__init__(env, total_steps, env.num_envs * env.max_episode_steps)
+        super().__init__(env, total_steps, env.num_envs * (cfg.rollout_steps or env.max_episode_steps))
         for attr in ("sketches", "sketch_lengths", "task_names", "set_task_distribution", "stop_action"):
             if not hasattr(env, attr):
                 raise ValueError(f"the policy-sketch agent needs an env with sketches (e.g. modrl/Craft-v0); {type(env).__name__} has no {attr!r}")
@@ -113,8 +120,10 @@ class PolicySketches(OnPolicyAlgorithm):
         if self.learned != terminate:
             raise ValueError("routing: learned needs the env's TERMINATE action (env.kwargs.terminate_action: true), and "
                              "routing: sketch needs it off")
-        if self.learned and (cfg.update != "reinforce" or self.joint or cfg.critic != "task"):
-            raise ValueError("routing: learned supports update: reinforce, modules: per_symbol and critic: task")
+        if self.learned and (cfg.update != "reinforce" or self.joint or cfg.critic != "task" or cfg.rollout_steps):
+            raise ValueError("routing: learned supports update: reinforce, modules: per_symbol, critic: task and rollout_steps: 0")
+        if cfg.rollout_steps < 0:
+            raise ValueError(f"rollout_steps must be >= 0 (0: one whole episode per env), got {cfg.rollout_steps}")
         self.stop_action = env.stop_action  # the world's actions, then STOP (then TERMINATE, if any)
         self.halt_choice = self.num_symbols  # the learned controller's TERMINATE choice
         self.policy = torch.nn.ModuleDict({
@@ -153,6 +162,9 @@ class PolicySketches(OnPolicyAlgorithm):
         self._steps = 0
         self.total_env_steps = total_steps
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev)
+        # with rollout_steps: the episodes in progress, carried from one update to the next
+        self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
+        self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
         if cfg.curriculum:
             self._promote()
 
@@ -245,7 +257,8 @@ class PolicySketches(OnPolicyAlgorithm):
 
     # ------------------------------------------------------------------ rollout: one episode per env
     def start(self, seed: int) -> None:
-        self.obs, _ = self.env.reset(seed=seed)
+        self.obs, info = self.env.reset(seed=seed)
+        self.router.start(torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device), info["task"])
 
     @torch.no_grad()
     def _rollout(self) -> dict[str, torch.Tensor]:
@@ -302,41 +315,89 @@ class PolicySketches(OnPolicyAlgorithm):
         self.round_success[1].index_add_(0, task, torch.ones(n, dtype=torch.float64, device=self.device))
         # one episode per env: count, return (= success: reward 1 only on success), length, success
         self.stats.add(n, success.double().sum(), buf["alive"].double().sum(), success.double().sum())
-        buf["task"] = task
-        buf["length"] = t + 1
+        length = t + 1
+        alive = buf["alive"][:length]
+        buf["ended"] = alive & ~torch.cat([alive[1:], torch.zeros_like(alive[:1])])  # each env's last alive step
+        buf["task"] = task.expand(length, n)
+        buf["next_value"] = torch.zeros(n, device=self.device)  # every episode ended: nothing to bootstrap
+        buf["length"] = length
+        return buf
+
+    @torch.no_grad()
+    def _rollout_continuing(self) -> dict[str, torch.Tensor]:
+        """``rollout_steps`` ticks of every env; episodes carry over between updates and reset as
+        they end (SAME_STEP autoreset), so no env steps are spent on finished episodes."""
+        env, n, T, dev = self.env, self.env.num_envs, self.cfg.rollout_steps, self.device
+        router, ctrl, obs = self.router, self.controller, self.obs
+        buf = {
+            "obs": torch.empty(T, n, obs.shape[1], device=dev),
+            "critic": torch.zeros(T, n, dtype=torch.long, device=dev),
+            "module": torch.zeros(T, n, dtype=torch.long, device=dev),
+            "action": torch.zeros(T, n, dtype=torch.long, device=dev),
+            "reward": torch.zeros(T, n, device=dev),
+            "trainable": torch.zeros(T, n, dtype=torch.bool, device=dev),
+            "ended": torch.zeros(T, n, dtype=torch.bool, device=dev),
+            "task": torch.zeros(T, n, dtype=torch.long, device=dev),
+        }
+        for t in range(T):
+            task = router.task
+            need = ctrl.decide(router.route().choice)
+            self.metrics.record_decisions(task, ctrl.active, need)
+            forced = ctrl.halting.at_cap(ctrl.steps_in_module)
+            action = self.sample_action(obs, ctrl.active, task, forced)
+            buf["obs"][t], buf["module"][t], buf["action"][t], buf["task"][t] = obs, ctrl.active, action, task
+            buf["critic"][t] = self._critic_index(task, router.pointer)
+            buf["trainable"][t] = ~forced
+            obs, reward, terminated, truncated, info = env.step(action)
+            transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
+            router.advance(halt)
+            self.metrics.record_step(transition)
+            done = terminated | truncated
+            buf["reward"][t], buf["ended"][t] = reward, done
+            self.stats.update(info)
+            ep = info["episode"]
+            self.round_success[0].index_add_(0, ep["task"], (done & ep["success"]).double())
+            self.round_success[1].index_add_(0, ep["task"], done.double())
+            router.start(done, info["task"])  # the next episodes (autoreset) start their sketches
+        self.obs = obs
+        self._steps += n * T
+        self.episodes += int(buf["ended"].sum())
+        buf["next_value"] = self.policy["critics"](obs, self._critic_index(router.task, router.pointer))
+        buf["length"] = T
         return buf
 
     # ------------------------------------------------------------------ update
     def train_iteration(self) -> dict[str, float]:
         cfg = self.cfg
-        buf = self._rollout()
+        buf = self._rollout_continuing() if cfg.rollout_steps else self._rollout()
         T = buf["length"]
-        rewards, alive = buf["reward"][:T], buf["alive"][:T]
-        # each env ran one episode: it ends at its last alive step (γ per tick, STOP ticks included)
-        ended = alive & ~torch.cat([alive[1:], torch.zeros_like(alive[:1])])
+        rewards, ended, next_value = buf["reward"][:T], buf["ended"], buf["next_value"]  # γ per tick, STOP ticks included
+        tasks = buf["task"].flatten()
         mask = buf["trainable"][:T].flatten()
         idx = torch.nonzero(mask).squeeze(-1)  # once per update, not per step
         all_obs = buf["obs"][:T].flatten(0, 1)
         critic = buf["critic"][:T].flatten()
         if cfg.advantage == "mc":  # the original: Monte-Carlo return to go − critic
-            returns = discounted_returns(rewards, ended, torch.zeros_like(rewards[0]), cfg.gamma)
+            returns = discounted_returns(rewards, ended, next_value, cfg.gamma)
             advantage = None
-        else:  # GAE over every alive tick (forced STOPs included), then only trainable ticks are used
+        else:  # GAE over every tick (forced STOPs included), then only trainable ticks are used
             with torch.no_grad():
-                values = self.policy["critics"](all_obs, critic).view(T, -1) * alive.float()
-            advantages, returns = generalized_advantages(rewards, values, ended, torch.zeros_like(rewards[0]), cfg.gamma, cfg.gae_lambda)
+                values = self.policy["critics"](all_obs, critic).view(T, -1)
+                if "alive" in buf:  # ticks after an episode's end are not part of it
+                    values = values * buf["alive"][:T].float()
+            advantages, returns = generalized_advantages(rewards, values, ended, next_value, cfg.gamma, cfg.gae_lambda)
             advantage = advantages.flatten().index_select(0, idx)
         obs = all_obs.index_select(0, idx)
         module = buf["module"][:T].flatten().index_select(0, idx)
         action = buf["action"][:T].flatten().index_select(0, idx)
         ret = returns.flatten().index_select(0, idx)
         head = critic.index_select(0, idx)
-        task = buf["task"].repeat(T).index_select(0, idx)
+        task = tasks.index_select(0, idx)
 
         router_loss = torch.zeros((), device=self.device)
         if self.learned:  # REINFORCE for the controller's choices: its own returns and baseline
             ridx = torch.nonzero(buf["decision"][:T].flatten()).squeeze(-1)
-            r_obs, r_task = all_obs.index_select(0, ridx), buf["task"].repeat(T).index_select(0, ridx)
+            r_obs, r_task = all_obs.index_select(0, ridx), tasks.index_select(0, ridx)
             r_ret = discounted_returns(rewards, ended, torch.zeros_like(rewards[0]), cfg.router_gamma).flatten().index_select(0, ridx)
             r_base = self.policy["router_critic"](r_obs, r_task)
             r_adv = (r_ret - r_base).detach()
@@ -452,6 +513,8 @@ class PolicySketches(OnPolicyAlgorithm):
             max_length=self.max_length, round_updates=self.round_updates, round_success=self.round_success.clone(),
             allowed_tasks=self.allowed_tasks.clone(), episodes=self.episodes, steps=self._steps,
             env_task_weights=self.env.task_weights.clone(),
+            episodes_in_progress={"pointer": self.router.pointer.clone(), "task": self.router.task.clone(),
+                                  "controller": self.controller.state_dict()},
         )
         return state
 
@@ -463,6 +526,10 @@ class PolicySketches(OnPolicyAlgorithm):
         self.allowed_tasks = state["allowed_tasks"].to(self.device)
         self.episodes, self._steps = int(state["episodes"]), int(state["steps"])
         self.env.set_task_distribution(state["env_task_weights"].to(self.device))
+        if "episodes_in_progress" in state:  # checkpoints before rollout_steps have none (and need none)
+            live = state["episodes_in_progress"]
+            self.router.pointer, self.router.task = live["pointer"].to(self.device), live["task"].to(self.device)
+            self.controller.load_state_dict(live["controller"])
 
 
 class SketchActor:

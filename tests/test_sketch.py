@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 import torch
 
 from modrl.agents.sketch import PolicySketches, SketchConfig
@@ -34,6 +35,37 @@ def test_forced_stops_at_the_cap_are_not_trained_on():
     assert trainable[:14].all() and (actions[:14] != 5).all()
     # length-2 sketches end after two forced STOPs: every episode is 30 ticks
     assert T == 30
+
+
+def test_continuing_rollouts_carry_episodes_across_updates():
+    # modules never STOP by themselves: every sub-task ends with the forced STOP at its 15th tick and a
+    # length-2 episode lasts exactly 30 ticks, i.e. it spans updates of 7 ticks (ticks 0-6, 7-13, ...)
+    agent = make(stop_bias=-30.0, rollout_steps=7, critic="task_step", advantage="gae")
+    n = agent.env.num_envs
+    bufs = [agent._rollout_continuing() for _ in range(5)]  # ticks 0-34
+    ended = torch.cat([b["ended"] for b in bufs])
+    trainable = torch.cat([b["trainable"] for b in bufs])
+    action = torch.cat([b["action"] for b in bufs])
+    assert ended[29].all() and not ended[:29].any() and not ended[30:].any()
+    assert (action[[14, 29]] == agent.stop_action).all() and not trainable[[14, 29]].any()
+    assert trainable[:14].all() and trainable[15:29].all() and trainable[30:].all()
+    assert agent.episodes == n and agent.global_step == 35 * n
+    assert float(agent.round_success[1].sum()) == n  # each ended episode counted once, by its task
+    # the critic heads follow the sketch pointer across updates: step 0, then step 1 after tick 14
+    critic = torch.cat([b["critic"] for b in bufs])
+    task = torch.cat([b["task"] for b in bufs])
+    assert torch.equal(critic[:15], task[:15] * agent.max_sketch)
+    assert torch.equal(critic[15:30], task[15:30] * agent.max_sketch + 1)
+    assert torch.equal(critic[30:], task[30:] * agent.max_sketch)  # the next episodes, new tasks
+    # the bootstrap value of a cut is the critic at the next state, nothing after an episode's end
+    metrics = agent.train_iteration()
+    assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
+
+
+def test_continuing_rollouts_need_sketch_routing():
+    env = CraftVectorEnv(4, split="train", terminate_action=True)
+    with pytest.raises(ValueError, match="rollout_steps"):
+        PolicySketches(SketchConfig(routing="learned", rollout_steps=8), env, total_steps=10**9)
 
 
 def test_curriculum_starts_at_the_shortest_sketches_and_promotes():
@@ -67,7 +99,9 @@ def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
     assert len(out["per_task"]) == 8
 
 
-def test_resume_continues_exactly(tmp_path):
+@pytest.mark.parametrize("rollout", [[], ["agent.rollout_steps=7", "agent.advantage=gae", "agent.critic=task_step"]],
+                         ids=["episodes", "continuing"])
+def test_resume_continues_exactly(tmp_path, rollout):
     from modrl.checkpoint import latest_checkpoint, load_checkpoint
     from modrl.config import load_config
     from modrl.trainer import train
@@ -75,7 +109,7 @@ def test_resume_continues_exactly(tmp_path):
     def cfg(root):
         return load_config(CONFIGS / "craft_sketch.yaml", [f"run_root={root}", "total_steps=6000", "env.num_envs=16",
                                                            "eval_episodes=0", "progress=false", "checkpoint_every=100",
-                                                           "agent.updates_per_round=2"])
+                                                           "agent.updates_per_round=2", *rollout])
 
     full = train(cfg(tmp_path / "full"))
     part = train(cfg(tmp_path / "part"), max_iterations=2)
@@ -98,7 +132,7 @@ def test_ppo_variant_matches_reinforce_at_the_rollout_policy():
     idx = torch.nonzero(buf["trainable"][:T].flatten()).squeeze(-1)
     obs = buf["obs"][:T].flatten(0, 1)[idx]
     module, action = buf["module"][:T].flatten()[idx], buf["action"][:T].flatten()[idx]
-    task = buf["task"].repeat(T)[idx]
+    task = buf["task"].flatten()[idx]
     ret = torch.rand(idx.numel())
     params = list(agent.policy["subpolicies"].parameters())
     with torch.no_grad():
