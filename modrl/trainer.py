@@ -105,13 +105,14 @@ class _StopRequest:
         return False
 
 
-def _checkpoint_state(cfg: RunConfig, agent: OnPolicyAlgorithm, env) -> dict[str, Any]:
+def _checkpoint_state(cfg: RunConfig, agent: OnPolicyAlgorithm, env, train_seconds: float) -> dict[str, Any]:
     rng = {"torch": torch.get_rng_state()}
     if torch.cuda.is_available():
         rng["cuda"] = torch.cuda.get_rng_state_all()
     return {
         "format": CHECKPOINT_FORMAT,
         "global_step": agent.global_step,
+        "train_seconds": train_seconds,  # wall time spent training, summed over resumes
         "config": to_dict(cfg),
         "agent": agent.state_dict(),
         "env": env.state_dict(),
@@ -184,13 +185,15 @@ def train(
     print(f"modrl: TensorBoard logs in {run_dir}  (view: tensorboard --logdir {run_dir.parent})", file=sys.stderr)
     progress = Progress(agent.total_steps, initial=agent.global_step, enabled=cfg.progress)
     start_step, start_time = agent.global_step, time.perf_counter()
+    seconds_before = float(ckpt.get("train_seconds", 0.0)) if ckpt is not None else 0.0
     done_here = 0
     saved_at = -1
 
     def save() -> Path:
         nonlocal saved_at
         saved_at = agent.global_step
-        return save_checkpoint(run_dir, agent.global_step, _checkpoint_state(cfg, agent, env), cfg.keep_checkpoints)
+        seconds = seconds_before + time.perf_counter() - start_time
+        return save_checkpoint(run_dir, agent.global_step, _checkpoint_state(cfg, agent, env, seconds), cfg.keep_checkpoints)
 
     try:
         with _StopRequest() as stop:

@@ -7,8 +7,10 @@ learned router over the trained modules on the held-out tasks, no sketch); mean 
         --adaptation-episodes 500000 --parallel 2 --out docs/
 
 Every run is an ordinary run directory under ``--run-root`` (TensorBoard logs, checkpoints,
-``eval/*.json``), so a run can be inspected, resumed or re-evaluated on its own. Writes
-``<out>/sketch_reproduction.json`` and prints a Markdown table.
+``eval/*.json``), so a run can be inspected, resumed or re-evaluated on its own. A seed whose run
+directory already exists there (same env, experiment and seed) is resumed to the budget, or only
+evaluated if it has reached it, so the reproduction can be run in pieces (stop it with Ctrl-C;
+run the same command again). Writes ``<out>/sketch_reproduction.json`` and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -36,6 +38,29 @@ def mean_ci(values: list[float]) -> tuple[float, float]:
     return mean, T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
 
 
+def existing_run(cfg) -> Path | None:
+    """The newest run directory under ``cfg``'s run root with its env, experiment and seed, the
+    same env and agent settings (the episode budget aside) and a checkpoint, if any."""
+    import yaml
+
+    from modrl.config import run_config_from_dict, to_dict
+    from modrl.trainer import run_dir_name
+
+    def settings(d: dict) -> dict:
+        agent = {k: v for k, v in d["agent"].items() if k != "max_episodes"}
+        return {"env": d["env"], "agent": agent, "seed": d["seed"], "device": d["device"]}
+
+    def resolved(path: Path) -> dict:  # keys added since the run was made take their defaults
+        return to_dict(run_config_from_dict(yaml.safe_load(path.read_text())))
+
+    prefix = run_dir_name(cfg).rsplit("__", 1)[0] + "__"
+    wanted = settings(to_dict(cfg))
+    runs = [d for d in Path(cfg.run_root).glob(f"{prefix}*")
+            if (d / "checkpoints").is_dir() and any((d / "checkpoints").glob("*.pt"))
+            and (d / "config.yaml").is_file() and settings(resolved(d / "config.yaml")) == wanted]
+    return max(runs, key=lambda d: d.stat().st_mtime) if runs else None
+
+
 def run_seed(job: dict) -> dict:
     """Train one seed, evaluate it, and adapt it when asked; returns its row (in a worker process)."""
     import torch
@@ -48,18 +73,23 @@ def run_seed(job: dict) -> dict:
     seed, root = job["seed"], job["run_root"]
     common = [f"seed={seed}", f"run_root={root}", "eval_episodes=0", "progress=false", f"torch_threads={job['threads']}",
               *([f"env.num_envs={job['num_envs']}"] if job["num_envs"] else [])]
-    start = time.time()
-    cfg = load_config(job["config"], [*common, f"agent.max_episodes={job['episodes']}", *job["overrides"]])
-    run = train(cfg)
-    train_seconds = time.time() - start
+    budget = f"agent.max_episodes={job['episodes']}"
+    cfg = load_config(job["config"], [*common, budget, *job["overrides"]])
+    run = existing_run(cfg)
+    if run is None:
+        run = train(cfg)
+    elif int(load_checkpoint(latest_checkpoint(run))["agent"]["episodes"]) < job["episodes"]:
+        print(f"sketch_reproduction: seed {seed}: resuming {run}", flush=True)
+        train(resume=run, budget=[budget])
     state = load_checkpoint(latest_checkpoint(run))
+    seconds = state.get("train_seconds")  # summed over resumes (absent in checkpoints before it was recorded)
     row = {
         "seed": seed,
         "run": str(run),
         "episodes": int(state["agent"]["episodes"]),
         "env_steps": int(state["global_step"]),
-        "train_seconds": round(train_seconds, 1),
-        "env_steps_per_s": round(int(state["global_step"]) / train_seconds),
+        "train_seconds": round(seconds, 1) if seconds else None,
+        "env_steps_per_s": round(int(state["global_step"]) / seconds) if seconds else None,
         "max_length": int(state["agent"]["max_length"]),
     }
     multitask = evaluate_run(run, episodes=job["eval_episodes"], split="train")
