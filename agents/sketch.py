@@ -255,7 +255,7 @@ class PolicySketches(OnPolicyAlgorithm):
             action = torch.where(active == self.halt_choice, self.stop_action + 1, action)
         return action
 
-    # ------------------------------------------------------------------ rollout: one episode per env
+    # ------------------------------------------------------------------ rollouts: one episode per env, or continuing
     def start(self, seed: int) -> None:
         self.obs, info = self.env.reset(seed=seed)
         self.router.start(torch.ones(self.env.num_envs, dtype=torch.bool, device=self.device), info["task"])
