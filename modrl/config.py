@@ -57,7 +57,10 @@ class RunConfig:
     keep_checkpoints: int = 3
     """How many of the newest checkpoints to keep on disk."""
     eval_episodes: int = 200
-    """Episodes of the final evaluation written to ``eval/train.json`` (0 to skip)."""
+    """Episodes of the final evaluation, per split, written to ``eval/<split>.json`` (0 to skip)."""
+    eval_splits: list[str] = field(default_factory=list)
+    """Task splits the final evaluation covers, e.g. ``[train, heldout]`` on Craft (multitask and
+    zero-shot success); empty: the run's own split."""
     torch_threads: int = 0
     """``torch.set_num_threads`` (0 leaves torch's default)."""
     progress: bool = True

@@ -157,6 +157,11 @@ def train(
 
     seed_everything(cfg.seed)
     env = make_env(cfg.env, cfg.device)
+    splits = getattr(env, "SPLITS", {})
+    unknown = [s for s in cfg.eval_splits if s not in splits]
+    if unknown:
+        raise ConfigError(f"config key 'eval_splits': {cfg.env.id} has no split {unknown[0]!r}; "
+                          f"its splits: {', '.join(splits) or 'none'}")
     agent = make_agent(cfg, env)
 
     if ckpt is None:
@@ -232,6 +237,7 @@ def train(
     if cfg.eval_episodes > 0:
         from modrl.evaluation import evaluate_run
 
-        evaluate_run(run_dir, episodes=cfg.eval_episodes)
+        for split in cfg.eval_splits or [None]:
+            evaluate_run(run_dir, episodes=cfg.eval_episodes, split=split)
     print(f"modrl: done, {agent.global_step:,} env steps in {run_dir}", file=sys.stderr)
     return run_dir

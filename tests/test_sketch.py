@@ -292,6 +292,21 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     assert other["run"] != row["run"]
 
 
+def test_final_evaluation_covers_the_configured_splits(tmp_path):
+    from modrl.config import ConfigError, load_config
+    from modrl.trainer import train
+
+    def cfg(*extra):
+        return load_config(CONFIGS / "craft_sketch_fast.yaml", [f"run_root={tmp_path}", "total_steps=3000", "env.num_envs=16",
+                                                                "eval_episodes=20", "progress=false", *extra])
+
+    run = train(cfg())  # the config asks for [train, heldout]: multitask and zero-shot
+    assert json.loads((run / "eval" / "train.json").read_text())["split"] == "train"
+    assert set(json.loads((run / "eval" / "heldout.json").read_text())["per_task"]) <= {"make[bed]", "make[axe]"}
+    with pytest.raises(ConfigError, match="eval_splits.*'test'.*splits: all, heldout, train"):
+        train(cfg("eval_splits=[train,test]"))
+
+
 def test_evaluation_defaults_to_the_runs_own_split(tmp_path):
     # an adaptation run trains on the held-out tasks: its end-of-run evaluation (and a plain
     # `modrl eval RUN`) must evaluate those, not the training split
