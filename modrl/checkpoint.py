@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, Callable
 
 import torch
 
@@ -20,25 +20,27 @@ class CheckpointError(FileNotFoundError):
     """A missing or unreadable checkpoint or run directory."""
 
 
-def save_atomic(obj: Any, path: str | Path) -> Path:
+def _write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
+    """Write ``path`` through a synced temporary file and a rename: never a half-written file."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
     with open(tmp, "wb") as f:
-        torch.save(obj, f)
+        write(f)
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
     return path
 
 
+def save_atomic(obj: Any, path: str | Path) -> Path:
+    """``torch.save`` ``obj`` to ``path`` atomically."""
+    return _write_atomic(path, lambda f: torch.save(obj, f))
+
+
 def save_text_atomic(path: str | Path, text: str) -> Path:
-    """Write ``text`` to ``path`` through a temporary file and a rename (never a half-written file)."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-    return path
+    """Write ``text`` (UTF-8) to ``path`` atomically."""
+    return _write_atomic(path, lambda f: f.write(text.encode()))
 
 
 def checkpoint_dir(run_dir: str | Path) -> Path:

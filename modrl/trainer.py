@@ -171,7 +171,7 @@ def train(
             suffix += 1
             run_dir = Path(cfg.run_root) / f"{run_dir_name(cfg)}_{suffix}"
         run_dir.mkdir(parents=True)
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        save_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
         (run_dir / "command.txt").write_text((command or shlex.join(sys.argv)) + "\n")
         agent.start(cfg.seed)
         logger = RunLogger(run_dir)
