@@ -318,3 +318,25 @@ def test_evaluation_defaults_to_the_runs_own_split(tmp_path):
     result = json.loads((run / "eval" / "heldout.json").read_text())
     assert result["split"] == "heldout" and set(result["per_task"]) <= {"make[bed]", "make[axe]"}
     assert not (run / "eval" / "train.json").exists()
+
+
+@pytest.mark.parametrize("stop_bias,ticks", [(50.0, 1.0), (-50.0, 15.0)], ids=["stops-at-once", "runs-to-the-cap"])
+def test_sketch_trace_reports_what_each_step_does(tmp_path, stop_bias, ticks):
+    # modules that STOP at once spend 1 tick per step and fetch nothing; modules that never STOP are
+    # stopped by the 15-tick cap at every step
+    from modrl.config import load_config
+    from modrl.experiments.sketch_trace import markdown, trace
+    from modrl.trainer import train
+
+    run = train(load_config(CONFIGS / "craft_sketch_fast.yaml", [f"run_root={tmp_path}", "total_steps=1000", "env.num_envs=8",
+                                                                 "eval_episodes=0", "progress=false", f"agent.stop_bias={stop_bias}"]))
+    result = trace(run, "get[gold]", episodes=64)
+    assert [r["module"] for r in result["steps"]] == list(SKETCHES["get[gold]"])
+    assert [r["reached"] for r in result["steps"]] == [1.0] * 4
+    assert [r["mean_ticks"] for r in result["steps"]] == [ticks] * 4
+    assert result["success_rate"] == 0.0
+    if stop_bias > 0:
+        assert all(r["held_after"] == {} for r in result["steps"])
+    assert "| 3 | get_gold | 1.000 |" in markdown(result)
+    with pytest.raises(ValueError, match="unknown task 'get\\[silver\\]'"):
+        trace(run, "get[silver]", episodes=8)

@@ -1,0 +1,115 @@
+"""What each sketch step of a trained Craft run accomplishes: a per-module trace.
+
+Policy sketches (Andreas, Klein & Levine 2017) only say *which* module runs at each step; nothing
+forces ``get_iron`` to fetch iron. A run can succeed on its training tasks with a shifted
+decomposition (one module a no-op, its neighbour doing both jobs), which then fails on a new
+sketch or a new map. This runs one episode per env along a task's sketch with the run's modules
+(sampled actions, as in evaluation) and reports, per sketch step, how many episodes reach it,
+the ticks spent in it, and the items held when it stops.
+
+    python -m modrl.experiments.sketch_trace runs/Craft-v0__craft_sketch_fast__1__... --task "get[gold]"
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+
+@torch.no_grad()
+def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5) -> dict[str, Any]:
+    """One episode per env on ``task``; per sketch step: reached, mean ticks in it, items held after it."""
+    from modrl.checkpoint import latest_checkpoint, load_checkpoint
+    from modrl.config import run_config_from_dict
+    from modrl.trainer import make_agent, make_env
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "config.yaml").is_file():
+        raise FileNotFoundError(f"not a modrl run directory (no config.yaml): {run_dir}")
+    cfg = run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    env = make_env(cfg.env, "cpu", num_envs=episodes, split="all")
+    if not hasattr(env, "inventory"):
+        raise ValueError(f"{cfg.env.id}: the trace reads the env's inventory (Craft only)")
+    if task not in env.task_names:
+        raise ValueError(f"unknown task {task!r}; tasks: {', '.join(env.task_names)}")
+    agent = make_agent(cfg, env)
+    agent.policy.load_state_dict(load_checkpoint(latest_checkpoint(run_dir), map_location="cpu")["agent"]["policy"])
+    t = list(env.task_names).index(task)
+    weights = torch.zeros(len(env.task_names))
+    weights[t] = 1
+    env.set_task_distribution(weights)
+    sketch = [env.symbols[i] for i in env.sketches[t].tolist() if i >= 0]
+    steps, n = len(sketch), episodes
+
+    actor = agent.make_actor(n)
+    obs, info = env.reset(seed=seed)
+    actor.start(info)
+    alive = torch.ones(n, dtype=torch.bool)
+    ticks_in = torch.zeros(n, dtype=torch.long)
+    reached = torch.zeros(steps, dtype=torch.long)
+    reached[0] = n
+    ticks = torch.zeros(steps, dtype=torch.long)
+    held = torch.zeros(steps, env.inventory.shape[1], dtype=torch.long)  # items held when step k stops
+    success = torch.zeros(n, dtype=torch.bool)
+    for _ in range(env.max_episode_steps + 1):
+        before = env.pointer.clone()
+        obs, reward, terminated, truncated, info = env.step(actor.act(obs))
+        actor.observe(obs, reward, terminated, truncated, info)
+        done = terminated | truncated
+        ticks_in += alive.long()
+        advanced = alive & ~done & (env.pointer != before)
+        for k in range(steps):
+            left = advanced & (before == k)  # step k stopped and the next one starts
+            ended = alive & done & (before == k)  # the episode ended during step k
+            if k + 1 < steps:
+                reached[k + 1] += int(left.sum())
+            ticks[k] += int(ticks_in[left | ended].sum())
+            held[k] += (env.inventory[left] > 0).sum(0)
+        ticks_in[advanced] = 0
+        success |= alive & done & (reward > 0)
+        alive &= ~done
+        if not bool(alive.any()):
+            break
+    from modrl.envs.craft import KINDS
+
+    rows = []
+    for k, symbol in enumerate(sketch):
+        m = max(int(reached[k]), 1)
+        stopped = int(reached[k + 1]) if k + 1 < steps else 0
+        items = {KINDS[i - 1]: round(float(held[k, i]) / stopped, 3) for i in range(1, held.shape[1])
+                 if stopped and held[k, i] >= 0.01 * stopped} if k + 1 < steps else {}
+        rows.append({"step": k, "module": symbol, "reached": round(int(reached[k]) / n, 3),
+                     "mean_ticks": round(float(ticks[k]) / m, 2), "held_after": items})
+    return {"run": str(run_dir), "task": task, "episodes": n, "success_rate": float(success.float().mean()), "steps": rows}
+
+
+def markdown(result: dict[str, Any]) -> str:
+    lines = [f"{result['task']}: {result['episodes']} episodes, success {result['success_rate']:.3f}", "",
+             "| step | module | reached | ticks in it | held when it stops |", "|---:|---|---:|---:|---|"]
+    for r in result["steps"]:
+        held = ", ".join(f"{k} {v:.2f}" for k, v in r["held_after"].items()) or "(episode ends)"
+        lines.append(f"| {r['step']} | {r['module']} | {r['reached']:.3f} | {r['mean_ticks']:.1f} | {held} |")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("run", help="a Craft run directory")
+    parser.add_argument("--task", action="append", required=True, help="a task name, e.g. 'get[gold]' (repeatable)")
+    parser.add_argument("--episodes", type=int, default=2000)
+    parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
+    args = parser.parse_args(argv)
+    torch.set_num_threads(1)
+    for task in args.task:
+        result = trace(args.run, task, episodes=args.episodes, seed=args.seed)
+        print(json.dumps(result) if args.json else markdown(result) + "\n")
+
+
+if __name__ == "__main__":
+    main()
