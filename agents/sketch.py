@@ -194,6 +194,12 @@ class PolicySketches(OnPolicyAlgorithm):
     def finished(self) -> bool:
         return self._steps >= self.total_env_steps or 0 < self.cfg.max_episodes <= self.episodes
 
+    @property
+    def progress(self) -> tuple[int, int, str]:
+        if self.cfg.max_episodes > 0:  # the paper's budget is in episodes
+            return self.episodes, self.cfg.max_episodes, "episode"
+        return self._steps, self.total_env_steps, "step"
+
     def _promote(self) -> None:
         """Raise ℓ_max until some task of the split fits (Craft has no length-1 task), and restart the round."""
         split = self.task_weights > 0

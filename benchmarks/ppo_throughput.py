@@ -19,6 +19,7 @@ import argparse
 import json
 import statistics
 import time
+from pathlib import Path
 
 import gymnasium as gym
 import torch
@@ -28,13 +29,15 @@ from modrl.config import load_config
 from modrl.perf import configure_cpu_allocator
 from modrl.trainer import make_agent, make_env, seed_everything
 
+FOURROOMS_PPO = Path(__file__).resolve().parent.parent / "configs" / "fourrooms_ppo.yaml"
+
 
 class ModrlPPO:
     """modrl PPO kept alive across timing rounds."""
 
     def __init__(self, num_envs: int, num_steps: int, device: str, activation: str, tabulate: bool):
-        cfg = load_config(None, [f"env.num_envs={num_envs}", f"agent.num_steps={num_steps}", "total_steps=1000000000000",
-                                 f"device={device}", f"agent.activation={activation}", f"agent.tabulate_obs={tabulate}"])
+        cfg = load_config(FOURROOMS_PPO, [f"env.num_envs={num_envs}", f"agent.num_steps={num_steps}", "total_steps=1000000000000",
+                                          f"device={device}", f"agent.activation={activation}", f"agent.tabulate_obs={tabulate}"])
         seed_everything(0)
         self.device = device
         self.agent = make_agent(cfg, make_env(cfg.env, device))

@@ -70,6 +70,11 @@ class OnPolicyAlgorithm:
     def finished(self) -> bool:
         return self.iteration >= self.num_iterations
 
+    @property
+    def progress(self) -> tuple[int, int, str]:
+        """(done, budget, unit) of the budget that ends the run, for the progress bar."""
+        return self.global_step, self.total_steps, "step"
+
     def start(self, seed: int) -> None:
         """Reset the env with ``seed`` (a fresh run)."""
         self.obs, _ = self.env.reset(seed=seed)

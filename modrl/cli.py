@@ -114,6 +114,9 @@ def cmd_list(args) -> int:
     print(f"configs ({configs}):" if configs else "configs: (no configs/ folder found)")
     for path in sorted(configs.glob("*.yaml")) if configs else []:
         print(f"  {path.name}")
+    from modrl.config import DEFAULT_JOB
+
+    print(f"default job (`modrl train` without a config): {DEFAULT_JOB}")
     return 0
 
 
@@ -122,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("train", help="train an agent from a YAML config (default job without one)")
-    p.add_argument("config", nargs="?", help="YAML config file (see configs/); omitted: the default job")
+    p.add_argument("config", nargs="?", help="YAML config file (see configs/); omitted: the default job, "
+                   "policy sketches on Craft (modrl/default_job.yaml)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys, e.g. --set agent.learning_rate=1e-3 seed=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
                    "(with --set, only the budget may change: " + ", ".join(RESUME_KEYS) + ")")

@@ -54,13 +54,14 @@ class RunLogger:
 
 
 class Progress:
-    """A progress bar over env steps showing steps/s and the latest return and success rate."""
+    """A progress bar over the run's budget (env steps, or episodes where that is the budget)
+    showing env steps/s and the latest return and success rate."""
 
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True):
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, unit: str = "step"):
         self.bar = tqdm(
             total=total,
             initial=initial,
-            unit="step",
+            unit=unit,
             unit_scale=True,
             dynamic_ncols=True,
             disable=not enabled,

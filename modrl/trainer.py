@@ -24,7 +24,8 @@ import yaml
 import modrl.envs  # noqa: F401  (registers the environments)
 from modrl.algorithm import NonFiniteLossError, OnPolicyAlgorithm
 from modrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_text_atomic
-from modrl.config import ConfigError, RunConfig, agent_name, agent_registry, resume_overrides, run_config_from_dict, to_dict
+from modrl.config import (ConfigError, RunConfig, agent_name, agent_registry, load_config, resume_overrides,
+                          run_config_from_dict, to_dict)
 from modrl.logger import Progress, RunLogger
 from modrl.perf import configure_cpu_allocator
 
@@ -120,6 +121,10 @@ def _checkpoint_state(cfg: RunConfig, agent: OnPolicyAlgorithm, env, train_secon
     }
 
 
+#: what the final evaluation of a task split measures (Andreas et al. 2017, Table 1)
+SPLIT_MEANING = {"train": "multitask (the training tasks)", "heldout": "zero-shot (held-out sketches, trained modules)"}
+
+
 def train(
     cfg: RunConfig | None = None,
     *,
@@ -148,7 +153,7 @@ def train(
         if budget:
             save_text_atomic(run_dir / "config.yaml", yaml.safe_dump(to_dict(cfg), sort_keys=False))
     elif cfg is None:
-        cfg = RunConfig()
+        cfg = load_config(None)
     check_device(cfg.device)
     if cfg.torch_threads > 0:
         torch.set_num_threads(cfg.torch_threads)
@@ -188,7 +193,8 @@ def train(
 
     print(f"modrl: run directory {run_dir}", file=sys.stderr)
     print(f"modrl: TensorBoard logs in {run_dir}  (view: tensorboard --logdir {run_dir.parent})", file=sys.stderr)
-    progress = Progress(agent.total_steps, initial=agent.global_step, enabled=cfg.progress)
+    done, budget, unit = agent.progress
+    progress = Progress(budget, initial=done, enabled=cfg.progress, unit=unit)
     start_step, start_time = agent.global_step, time.perf_counter()
     seconds_before = float(ckpt.get("train_seconds", 0.0)) if ckpt is not None else 0.0
     done_here = 0
@@ -203,7 +209,7 @@ def train(
     try:
         with _StopRequest() as stop:
             while not agent.finished:
-                step_before = agent.global_step
+                progress_before = agent.progress[0]
                 metrics = agent.train_iteration()
                 done_here += 1
                 if agent.iteration % cfg.log_every == 0 or agent.finished:
@@ -211,7 +217,7 @@ def train(
                     metrics.update(agent.log_extras())
                     metrics["charts/SPS"] = (agent.global_step - start_step) / (time.perf_counter() - start_time)
                     logger.scalars(metrics, agent.global_step)
-                progress.update(agent.global_step - step_before, metrics)
+                progress.update(agent.progress[0] - progress_before, metrics)
                 if agent.iteration % cfg.checkpoint_every == 0:
                     save()
                 if stop.requested or (max_iterations is not None and done_here >= max_iterations):
@@ -237,7 +243,12 @@ def train(
     if cfg.eval_episodes > 0:
         from modrl.evaluation import evaluate_run
 
-        for split in cfg.eval_splits or [None]:
-            evaluate_run(run_dir, episodes=cfg.eval_episodes, split=split)
+        results = [evaluate_run(run_dir, episodes=cfg.eval_episodes, split=split) for split in cfg.eval_splits or [None]]
+        if len(results) > 1:
+            print(f"modrl: final evaluation, {cfg.eval_episodes} episodes per split (sampled actions):", file=sys.stderr)
+            for r in results:
+                lo, hi = r["success_ci95"]
+                print(f"  {r['split']:10s} {len(r.get('per_task', {})):2d} tasks  success {r['success_rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+                      f"  {SPLIT_MEANING.get(r['split'], '')}", file=sys.stderr)
     print(f"modrl: done, {agent.global_step:,} env steps in {run_dir}", file=sys.stderr)
     return run_dir

@@ -12,6 +12,7 @@ from modrl.cli import main
 from modrl.config import ConfigError, RunConfig, load_config, to_dict
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
+FOURROOMS = Path(__file__).parent.parent / "configs" / "fourrooms_ppo.yaml"
 
 
 def write(tmp_path, text):
@@ -26,24 +27,34 @@ def test_shipped_configs_load(path):
     assert isinstance(cfg, RunConfig)
 
 
-def test_default_job_is_configs_fourrooms_ppo():
-    assert CONFIGS, "configs/ is empty"
-    assert to_dict(load_config(None)) == to_dict(load_config(Path(CONFIGS[0]).parent / "fourrooms_ppo.yaml"))
+def test_default_job_is_policy_sketches_on_craft_with_a_zero_shot_evaluation():
+    from modrl.agents.sketch import SketchConfig
+
+    cfg = load_config(None)
+    assert cfg.env.id == "modrl/Craft-v0" and isinstance(cfg.agent, SketchConfig)
+    assert cfg.eval_splits == ["train", "heldout"] and cfg.eval_episodes > 0
+    # the reproduction config's learner, at a smaller episode budget with continuing rollouts
+    full = to_dict(load_config(FOURROOMS.parent / "craft_sketch_fast.yaml"))["agent"]
+    quick = to_dict(cfg)["agent"]
+    assert {k: v for k, v in quick.items() if k not in ("max_episodes", "rollout_steps")} == \
+        {k: v for k, v in full.items() if k not in ("max_episodes", "rollout_steps")}
+    assert 0 < quick["max_episodes"] < full["max_episodes"] and quick["rollout_steps"] > 0
+    assert to_dict(RunConfig())["env"]["id"] == "modrl/FourRooms-v0"  # unset keys: PPO on Four Rooms
 
 
 def test_overrides_are_typed():
-    cfg = load_config(None, ["agent.learning_rate=1e-3", "env.num_envs=8", "total_steps=1e4", "env.kwargs.goal=5"])
+    cfg = load_config(FOURROOMS, ["agent.learning_rate=1e-3", "env.num_envs=8", "total_steps=1e4", "env.kwargs.goal=5"])
     assert cfg.agent.learning_rate == 1e-3 and isinstance(cfg.agent.learning_rate, float)
     assert cfg.env.num_envs == 8 and cfg.total_steps == 10_000
     assert cfg.env.kwargs == {"max_episode_steps": 100, "goal": 5}
     assert cfg.agent.target_kl is None
-    assert load_config(None, ["agent.target_kl=0.02"]).agent.target_kl == 0.02
+    assert load_config(FOURROOMS, ["agent.target_kl=0.02"]).agent.target_kl == 0.02
 
 
 def test_switching_the_agent_starts_its_section_afresh():
-    cfg = load_config(None, ["agent.name=reinforce", "agent.learning_rate=0.01"])
+    cfg = load_config(FOURROOMS, ["agent.name=reinforce", "agent.learning_rate=0.01"])
     assert isinstance(cfg.agent, ReinforceConfig) and cfg.agent.learning_rate == 0.01
-    assert isinstance(load_config(None).agent, PPOConfig)
+    assert isinstance(load_config(FOURROOMS).agent, PPOConfig)
 
 
 @pytest.mark.parametrize(
@@ -81,11 +92,11 @@ def test_cli_reports_config_errors_without_a_traceback(tmp_path, capsys):
 
 
 def test_cli_rejects_unknown_env_and_bad_env_kwargs(tmp_path, capsys):
-    assert main(["train", "--set", "env.id=modrl/Nope-v0", "--set", f"run_root={tmp_path}"]) == 2
+    assert main(["train", str(FOURROOMS), "--set", "env.id=modrl/Nope-v0", "--set", f"run_root={tmp_path}"]) == 2
     assert "unknown environment 'modrl/Nope-v0'" in capsys.readouterr().err
-    assert main(["train", "--set", "env.kwargs.colour=red", "--set", f"run_root={tmp_path}"]) == 2
+    assert main(["train", str(FOURROOMS), "--set", "env.kwargs.colour=red", "--set", f"run_root={tmp_path}"]) == 2
     assert "env.kwargs" in capsys.readouterr().err
-    assert main(["train", "--set", "env.kwargs.goal=500", f"run_root={tmp_path}"]) == 2  # one --set, several keys
+    assert main(["train", str(FOURROOMS), "--set", "env.kwargs.goal=500", f"run_root={tmp_path}"]) == 2  # one --set, several keys
     assert "goal must be a cell index" in capsys.readouterr().err
     assert main(["train", "--set", "seed=2", "configs/fourrooms_ppo.yaml"]) == 2
     assert "the config file goes before --set" in capsys.readouterr().err

@@ -340,3 +340,16 @@ def test_sketch_trace_reports_what_each_step_does(tmp_path, stop_bias, ticks):
     assert "| 3 | get_gold | 1.000 |" in markdown(result)
     with pytest.raises(ValueError, match="unknown task 'get\\[silver\\]'"):
         trace(run, "get[silver]", episodes=8)
+
+
+def test_default_job_trains_sketches_and_evaluates_zero_shot(tmp_path, capsys):
+    # `modrl train` with no config: policy sketches on Craft, ending with multitask and zero-shot evaluations
+    assert main(["train", "--set", f"run_root={tmp_path}", "env.num_envs=16", "agent.max_episodes=100",
+                 "eval_episodes=40", "progress=false"]) == 0
+    run = next(tmp_path.iterdir())
+    assert "__default_craft_sketch__" in run.name
+    assert len(json.loads((run / "eval" / "train.json").read_text())["per_task"]) == 8
+    assert set(json.loads((run / "eval" / "heldout.json").read_text())["per_task"]) == {"make[bed]", "make[axe]"}
+    err = capsys.readouterr().err
+    assert "modrl eval [heldout]" in err and "make[axe]" in err
+    assert "heldout     2 tasks  success" in err and "zero-shot" in err

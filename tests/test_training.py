@@ -24,11 +24,13 @@ from modrl.envs.four_rooms import FourRoomsVectorEnv
 from modrl.evaluation import evaluate
 from modrl.trainer import make_agent, make_env, seed_everything, train
 
+FOURROOMS = Path(__file__).resolve().parent.parent / "configs" / "fourrooms_ppo.yaml"
+
 
 def tiny(tmp_path, *extra, total=4096):
     """A few-iteration run: 16 envs × 32 steps = 512 env steps per iteration."""
     return load_config(
-        None,
+        FOURROOMS,
         [
             f"run_root={tmp_path}",
             f"total_steps={total}",
@@ -42,7 +44,7 @@ def tiny(tmp_path, *extra, total=4096):
 
 
 def _train_and_evaluate(overrides):
-    cfg = load_config(None, overrides)
+    cfg = load_config(FOURROOMS, overrides)
     seed_everything(cfg.seed)
     env = make_env(cfg.env, "cpu")
     agent = make_agent(cfg, env)
@@ -156,7 +158,7 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monk
 
 
 def test_cli_train_eval_list_bench(tmp_path, capsys):
-    assert main(["train", "--set", f"run_root={tmp_path}", "--set", "total_steps=1024", "--set", "env.num_envs=16",
+    assert main(["train", str(FOURROOMS), "--set", f"run_root={tmp_path}", "--set", "total_steps=1024", "--set", "env.num_envs=16",
                  "--set", "agent.num_steps=32", "--set", "eval_episodes=0", "--set", "progress=false"]) == 0
     run_dir = next(tmp_path.iterdir())
     assert "TensorBoard logs in" in capsys.readouterr().err
@@ -186,7 +188,7 @@ def test_cli_missing_run_and_checkpoint_errors(tmp_path, capsys):
 
 
 def test_ctrl_c_saves_a_checkpoint(tmp_path):
-    cmd = [sys.executable, "-m", "modrl.cli", "train", "--set", f"run_root={tmp_path}", "--set", "total_steps=100000000",
+    cmd = [sys.executable, "-m", "modrl.cli", "train", str(FOURROOMS), "--set", f"run_root={tmp_path}", "--set", "total_steps=100000000",
            "--set", "env.num_envs=16", "--set", "agent.num_steps=32", "--set", "checkpoint_every=1000000"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     try:
