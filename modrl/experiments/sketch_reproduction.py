@@ -75,13 +75,17 @@ def run_seed(job: dict) -> dict:
               *([f"env.num_envs={job['num_envs']}"] if job["num_envs"] else [])]
     budget = f"agent.max_episodes={job['episodes']}"
     cfg = load_config(job["config"], [*common, budget, *job["overrides"]])
-    run = existing_run(cfg)
+    run, state = existing_run(cfg), None
     if run is None:
         run = train(cfg)
-    elif int(load_checkpoint(latest_checkpoint(run))["agent"]["episodes"]) < job["episodes"]:
-        print(f"sketch_reproduction: seed {seed}: resuming {run}", flush=True)
-        train(resume=run, budget=[budget])
-    state = load_checkpoint(latest_checkpoint(run))
+    else:
+        state = load_checkpoint(latest_checkpoint(run))
+        if int(state["agent"]["episodes"]) < job["episodes"]:
+            print(f"sketch_reproduction: seed {seed}: resuming {run}", flush=True)
+            train(resume=run, budget=[budget])
+            state = None
+    if state is None:  # the checkpoint training ended with
+        state = load_checkpoint(latest_checkpoint(run))
     seconds = state.get("train_seconds")  # summed over resumes (absent in checkpoints before it was recorded)
     row = {
         "seed": seed,
