@@ -193,8 +193,8 @@ def train(
 
     print(f"modrl: run directory {run_dir}", file=sys.stderr)
     print(f"modrl: TensorBoard logs in {run_dir}  (view: tensorboard --logdir {run_dir.parent})", file=sys.stderr)
-    done, budget, unit = agent.progress
-    progress = Progress(budget, initial=done, enabled=cfg.progress, unit=unit)
+    done_so_far, planned, unit = agent.progress
+    progress = Progress(planned, initial=done_so_far, enabled=cfg.progress, unit=unit)
     start_step, start_time = agent.global_step, time.perf_counter()
     seconds_before = float(ckpt.get("train_seconds", 0.0)) if ckpt is not None else 0.0
     done_here = 0

@@ -353,3 +353,9 @@ def test_default_job_trains_sketches_and_evaluates_zero_shot(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "modrl eval [heldout]" in err and "make[axe]" in err
     assert "heldout     2 tasks  success" in err and "zero-shot" in err
+
+
+def test_progress_counts_the_budget_that_ends_the_run():
+    assert make(max_episodes=100).progress == (0, 100, "episode")  # the paper's budget is in episodes
+    done, planned, unit = make().progress
+    assert (done, unit) == (0, "step") and planned >= 10**9
