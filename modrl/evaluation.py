@@ -7,6 +7,7 @@ Results carry 95% confidence intervals (normal approximation; Wilson for success
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import sys
@@ -34,9 +35,25 @@ def wilson_interval(successes: float, n: int) -> tuple[float, float]:
     return (max(0.0, centre - half), min(1.0, centre + half))
 
 
+@contextlib.contextmanager
+def seeded_sampling(seed: int, device: str | torch.device):
+    """Seed torch's global RNG, which the agents sample actions from, for the ``with`` block;
+    the caller's RNG state is restored afterwards (training continues unaffected)."""
+    device = torch.device(device)
+    with torch.random.fork_rng(devices=[device] if device.type == "cuda" else []):
+        torch.manual_seed(seed)
+        yield
+
+
 @torch.no_grad()
 def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = False) -> dict[str, Any]:
-    """Run ``episodes`` episodes of ``agent`` on the SAME_STEP batched ``env``; return summary stats."""
+    """Run ``episodes`` episodes of ``agent`` on the SAME_STEP batched ``env``; return summary stats.
+    ``seed`` seeds the env and the action sampling, so an evaluation is repeatable."""
+    with seeded_sampling(seed, env.device):
+        return _run_episodes(agent, env, episodes, seed=seed, deterministic=deterministic)
+
+
+def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool) -> dict[str, Any]:
     n = env.num_envs
     quota = torch.full((n,), episodes // n, dtype=torch.long, device=env.device)
     quota[: episodes % n] += 1
@@ -90,6 +107,15 @@ def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = Fals
     }
 
 
+def read_run_config(run_dir: str | Path):
+    """The resolved config of a run directory (its ``config.yaml``)."""
+    run_dir = Path(run_dir)
+    config_path = run_dir / "config.yaml"
+    if not config_path.is_file():
+        raise FileNotFoundError(f"not a modrl run directory (no config.yaml): {run_dir}")
+    return run_config_from_dict(yaml.safe_load(config_path.read_text()))
+
+
 def evaluate_run(
     run_dir: str | Path,
     *,
@@ -107,10 +133,7 @@ def evaluate_run(
     from modrl.trainer import check_device, make_agent, make_env
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "config.yaml"
-    if not config_path.is_file():
-        raise FileNotFoundError(f"not a modrl run directory (no config.yaml): {run_dir}")
-    cfg = run_config_from_dict(yaml.safe_load(config_path.read_text()))
+    cfg = read_run_config(run_dir)
     if device is not None:
         cfg.device = device
     check_device(cfg.device)

@@ -359,3 +359,12 @@ def test_progress_counts_the_budget_that_ends_the_run():
     assert make(max_episodes=100).progress == (0, 100, "episode")  # the paper's budget is in episodes
     done, planned, unit = make().progress
     assert (done, unit) == (0, "step") and planned >= 10**9
+
+
+def test_evaluation_is_repeatable_and_leaves_the_callers_rng_alone():
+    agent = make(num_envs=8)
+    env = CraftVectorEnv(16, split="train")
+    state = torch.get_rng_state()
+    first = evaluate(agent, env, 48, seed=3)
+    assert torch.equal(torch.get_rng_state(), state)
+    assert evaluate(agent, env, 48, seed=3) == first

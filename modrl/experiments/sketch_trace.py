@@ -18,20 +18,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import yaml
 
 
 @torch.no_grad()
 def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5) -> dict[str, Any]:
     """One episode per env on ``task``; per sketch step: reached, mean ticks in it, items held after it."""
     from modrl.checkpoint import latest_checkpoint, load_checkpoint
-    from modrl.config import run_config_from_dict
+    from modrl.envs.craft import KINDS
+    from modrl.evaluation import read_run_config, seeded_sampling
     from modrl.trainer import make_agent, make_env
 
     run_dir = Path(run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        raise FileNotFoundError(f"not a modrl run directory (no config.yaml): {run_dir}")
-    cfg = run_config_from_dict(yaml.safe_load((run_dir / "config.yaml").read_text()))
+    cfg = read_run_config(run_dir)
     env = make_env(cfg.env, "cpu", num_envs=episodes, split="all")
     if not hasattr(env, "inventory"):
         raise ValueError(f"{cfg.env.id}: the trace reads the env's inventory (Craft only)")
@@ -56,33 +54,33 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
     ticks = torch.zeros(steps, dtype=torch.long)
     held = torch.zeros(steps, env.inventory.shape[1], dtype=torch.long)  # items held when step k stops
     success = torch.zeros(n, dtype=torch.bool)
-    for _ in range(env.max_episode_steps + 1):
-        before = env.pointer.clone()
-        obs, reward, terminated, truncated, info = env.step(actor.act(obs))
-        actor.observe(obs, reward, terminated, truncated, info)
-        done = terminated | truncated
-        ticks_in += alive.long()
-        advanced = alive & ~done & (env.pointer != before)
-        for k in range(steps):
-            left = advanced & (before == k)  # step k stopped and the next one starts
-            ended = alive & done & (before == k)  # the episode ended during step k
-            if k + 1 < steps:
-                reached[k + 1] += int(left.sum())
-            ticks[k] += int(ticks_in[left | ended].sum())
-            held[k] += (env.inventory[left] > 0).sum(0)
-        ticks_in[advanced] = 0
-        success |= alive & done & (reward > 0)
-        alive &= ~done
-        if not bool(alive.any()):
-            break
-    from modrl.envs.craft import KINDS
+    with seeded_sampling(seed, "cpu"):  # repeatable action sampling
+        for _ in range(env.max_episode_steps + 1):
+            before = env.pointer.clone()
+            obs, reward, terminated, truncated, info = env.step(actor.act(obs))
+            actor.observe(obs, reward, terminated, truncated, info)
+            done = terminated | truncated
+            ticks_in += alive.long()
+            advanced = alive & ~done & (env.pointer != before)
+            for k in range(steps):
+                left = advanced & (before == k)  # step k stopped and the next one starts
+                ended = alive & done & (before == k)  # the episode ended during step k
+                if k + 1 < steps:
+                    reached[k + 1] += int(left.sum())
+                ticks[k] += int(ticks_in[left | ended].sum())
+                held[k] += (env.inventory[left] > 0).sum(0)
+            ticks_in[advanced] = 0
+            success |= alive & done & (reward > 0)
+            alive &= ~done
+            if not bool(alive.any()):
+                break
 
     rows = []
     for k, symbol in enumerate(sketch):
         m = max(int(reached[k]), 1)
         stopped = int(reached[k + 1]) if k + 1 < steps else 0
         items = {KINDS[i - 1]: round(float(held[k, i]) / stopped, 3) for i in range(1, held.shape[1])
-                 if stopped and held[k, i] >= 0.01 * stopped} if k + 1 < steps else {}
+                 if stopped and held[k, i] >= 0.01 * stopped}  # the last step ends the episode: none
         rows.append({"step": k, "module": symbol, "reached": round(int(reached[k]) / n, 3),
                      "mean_ticks": round(float(ticks[k]) / m, 2), "held_after": items})
     return {"run": str(run_dir), "task": task, "episodes": n, "success_rate": float(success.float().mean()), "steps": rows}
