@@ -340,6 +340,11 @@ def test_sketch_trace_reports_what_each_step_does(tmp_path, stop_bias, ticks):
     assert "| 3 | get_gold | 1.000 |" in markdown(result)
     with pytest.raises(ValueError, match="unknown task 'get\\[silver\\]'"):
         trace(run, "get[silver]", episodes=8)
+    from modrl.experiments.sketch_trace import main as trace_main
+
+    with pytest.raises(SystemExit) as exit_:
+        trace_main([str(tmp_path / "nope"), "--task", "get[gold]"])
+    assert exit_.value.code == 2
 
 
 def test_default_job_trains_sketches_and_evaluates_zero_shot(tmp_path, capsys):

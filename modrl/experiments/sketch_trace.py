@@ -105,7 +105,10 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for task in args.task:
-        result = trace(args.run, task, episodes=args.episodes, seed=args.seed)
+        try:
+            result = trace(args.run, task, episodes=args.episodes, seed=args.seed)
+        except (FileNotFoundError, ValueError) as e:  # no run, no checkpoint, unknown task, not Craft
+            parser.exit(2, f"sketch_trace: error: {e}\n")
         print(json.dumps(result) if args.json else markdown(result) + "\n")
 
 
