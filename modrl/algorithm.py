@@ -84,6 +84,12 @@ class OnPolicyAlgorithm:
         statistics accumulate in ``self.stats`` and are read by the trainer when it logs."""
         raise NotImplementedError
 
+    def pop_milestone(self) -> str | None:
+        """A name when the last iteration reached a stage worth keeping a checkpoint of (the trainer
+        writes ``checkpoints/<name>.pt`` beside the rolling ``step_<N>.pt`` ones, never pruned);
+        None otherwise. The curriculum of the sketch agent names its promotions ``length_<ℓ>``."""
+        return None
+
     def log_extras(self) -> dict[str, Any]:
         """Metrics beyond the losses (module usage, option durations, images); read when logging."""
         return {}

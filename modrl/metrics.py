@@ -8,6 +8,10 @@ From the (task, module) pairs of routing decisions and the runs the controller c
 - mutual information I(task; module) in nats (0 = routing ignores the task, log M at most);
 - option duration (mean and histogram), termination rate (runs ended per env step), the share of
   forced stops, halting depth;
+- per module: mean duration of its runs and the share of its runs that stopped on their first step
+  by their own choice (``modules/immediate_stop/<name>``): near 1, the module has become a no-op
+  whose work its neighbours in the sequence absorbed (what stalls the Craft curriculum, see
+  docs/results.md);
 - a module-collapse indicator in [0, 1]: 1 − (effective − 1)/(M − 1), 1 when one module takes
   every decision; and ``router/dominant_share``, the largest module's share.
 
@@ -64,6 +68,7 @@ class ModularityMetrics:
         self.usage = torch.zeros(num_tasks, num_modules, dtype=torch.float64, device=dev)
         self.durations = torch.zeros(max_duration + 1, dtype=torch.float64, device=dev)  # last bin: ≥ max
         self.totals = torch.zeros(5, dtype=torch.float64, device=dev)  # runs, forced, env steps, depth sum, depth count
+        self.module_runs = torch.zeros(num_modules, 3, dtype=torch.float64, device=dev)  # runs, steps, immediate stops
 
     def record_decisions(self, task: torch.Tensor, choice: torch.Tensor, mask: torch.Tensor) -> None:
         """Count the decisions ``choice`` (module indices; HALT and others ≥ M are ignored) where ``mask``."""
@@ -76,6 +81,10 @@ class ModularityMetrics:
         done = transition.completed.double()
         bins = transition.duration.clamp(max=self.max_duration)
         self.durations.index_add_(0, bins, done)
+        own = transition.completed & (transition.choice >= 0) & (transition.choice < self.num_modules)
+        per_run = torch.stack([own.double(), transition.duration.double() * own,
+                               (own & (transition.duration == 1) & ~transition.forced).double()], -1)
+        self.module_runs.index_add_(0, transition.choice.clamp(0, self.num_modules - 1), per_run)
         self.totals += torch.stack(
             [done.sum(), (transition.forced.double() * done).sum(), done.new_tensor(float(done.numel())),
              done.new_zeros(()), done.new_zeros(())]
@@ -106,6 +115,10 @@ class ModularityMetrics:
             out["options/duration"] = float((durations * bins).sum() / runs)
             out["options/forced_stop_rate"] = forced / runs
             out["options/termination_rate"] = runs / steps if steps else float("nan")
+        for m, (m_runs, m_steps, m_immediate) in enumerate(self.module_runs.tolist()):
+            if m_runs > 0:
+                out[f"modules/duration/{self.module_names[m]}"] = m_steps / m_runs
+                out[f"modules/immediate_stop/{self.module_names[m]}"] = m_immediate / m_runs
         if depth_count > 0:
             out["halting/depth"] = depth_sum / depth_count
         rows = usage.sum(1, keepdim=True)
@@ -115,6 +128,7 @@ class ModularityMetrics:
             self.usage.zero_()
             self.durations.zero_()
             self.totals.zero_()
+            self.module_runs.zero_()
         return out
 
     def log(self, writer, step: int, summary: dict | None = None) -> dict:

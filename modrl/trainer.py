@@ -2,7 +2,8 @@
 checkpoints, exact resume, Ctrl-C handling and a stop on non-finite losses.
 
 Run directory ``<run_root>/<env>__<experiment>__<seed>__<unix time>/``:
-``config.yaml`` (resolved), ``command.txt``, TensorBoard events, ``checkpoints/step_<N>.pt``,
+``config.yaml`` (resolved), ``command.txt``, TensorBoard events, ``checkpoints/step_<N>.pt`` (the
+newest few) and ``checkpoints/<milestone>.pt`` (e.g. ``length_3.pt``, see ``pop_milestone``),
 ``eval/train.json``.
 """
 
@@ -23,7 +24,7 @@ import yaml
 
 import modrl.envs  # noqa: F401  (registers the environments)
 from modrl.algorithm import NonFiniteLossError, OnPolicyAlgorithm
-from modrl.checkpoint import latest_checkpoint, load_checkpoint, save_checkpoint, save_text_atomic
+from modrl.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic, save_checkpoint, save_text_atomic
 from modrl.config import (ConfigError, RunConfig, agent_name, agent_registry, load_config, resume_overrides,
                           run_config_from_dict, to_dict)
 from modrl.logger import Progress, RunLogger
@@ -220,6 +221,9 @@ def train(
                 progress.update(agent.progress[0] - progress_before, metrics)
                 if agent.iteration % cfg.checkpoint_every == 0:
                     save()
+                if (milestone := agent.pop_milestone()) is not None:
+                    seconds = seconds_before + time.perf_counter() - start_time
+                    save_atomic(_checkpoint_state(cfg, agent, env, seconds), checkpoint_dir(run_dir) / f"{milestone}.pt")
                 if stop.requested or (max_iterations is not None and done_here >= max_iterations):
                     path = save() if saved_at != agent.global_step else latest_checkpoint(run_dir)
                     progress.close()

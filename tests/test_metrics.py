@@ -82,3 +82,30 @@ def test_durations_termination_rate_and_depth(tmp_path):
     assert "options/duration_hist" in acc.Tags()["histograms"]
     assert {"router/effective_modules", "modules/usage/0", "options/duration"} <= set(acc.Tags()["scalars"])
     assert metrics.summary()["usage_matrix"].sum() == 0  # reset after reading
+
+
+def test_per_module_duration_and_immediate_stops():
+    metrics = ModularityMetrics(1, 3, max_duration=15, module_names=["get_wood", "get_iron", "make0"])
+    z = torch.zeros(4, dtype=torch.bool)
+    done = torch.tensor([True, True, True, False])
+    metrics.record_step(SMDPTransition(done, torch.tensor([1, 1, 0, 2]), torch.zeros(4), torch.tensor([1, 3, 1, 1]),
+                                       torch.zeros(4, dtype=torch.long), torch.tensor([False, False, True, False]), z, z))
+    s = metrics.summary()
+    assert s["modules/duration/get_iron"] == pytest.approx(2.0)
+    assert s["modules/immediate_stop/get_iron"] == pytest.approx(0.5)  # one of its two runs stopped at once
+    assert s["modules/immediate_stop/get_wood"] == 0.0  # a forced stop is not the module's choice
+    assert "modules/duration/make0" not in s  # its run has not ended
+    assert "modules/duration/get_iron" not in metrics.summary()  # reset after reading
+
+
+def test_sketch_agent_reports_a_module_that_stops_at_once():
+    from modrl.agents.sketch import PolicySketches, SketchConfig
+    from modrl.envs.craft import CraftVectorEnv
+
+    env = CraftVectorEnv(32, split="train")
+    agent = PolicySketches(SketchConfig(stop_bias=30.0, curriculum=False), env, total_steps=10_000)
+    agent.start(0)
+    agent._rollout()
+    s = agent.metrics.summary()
+    assert s["modules/immediate_stop/get_wood"] == pytest.approx(1.0)
+    assert s["modules/duration/get_wood"] == pytest.approx(1.0)  # the STOP step is the run's one step

@@ -79,6 +79,32 @@ def test_curriculum_starts_at_the_shortest_sketches_and_promotes():
     assert agent.env.task_weights[TASKS.index("make[bed]")] == 0  # held out, never trained on
 
 
+def test_new_module_rounds_train_only_the_new_module_on_the_task_that_brings_it():
+    # at ℓ_max 3, make[bridge] brings get_iron; its trained neighbours get_wood and make2 are fixed
+    # there for the configured rounds (they still train on the length-2 tasks)
+    from modrl.envs.craft import SYMBOLS
+
+    agent = make(updates_per_round=1, new_module_rounds=2, optimizer="adam", learning_rate=1e-2, grad_scaling="norm")
+    assert not agent.fixed_modules.any()  # nothing is old at the first level
+    agent._promote()
+    bridge = TASKS.index("make[bridge]")
+    assert {SYMBOLS[m] for m in torch.nonzero(agent.fixed_modules[bridge]).flatten().tolist()} == {"get_wood", "make2"}
+    assert agent.fixed_modules.sum() == 2 and agent.fixed_rounds_left == 2
+    only_bridge = torch.zeros(len(TASKS))
+    only_bridge[bridge] = 1
+    agent.env.set_task_distribution(only_bridge)
+    agent.obs, _ = agent.env.reset(seed=1)
+    before = {k: v.clone() for k, v in agent.policy["subpolicies"].state_dict().items()}
+    agent.train_iteration()  # one round: only make[bridge] episodes
+    after = agent.policy["subpolicies"].state_dict()
+    moved = {SYMBOLS[m] for m in range(len(SYMBOLS))
+             if any(not torch.equal(before[k][m], after[k][m]) for k in before)}
+    assert moved == {"get_iron"}
+    assert agent.fixed_rounds_left == 1
+    agent.train_iteration()
+    assert agent.fixed_rounds_left == 0 and not agent.fixed_modules.any()  # everything trains again
+
+
 def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
     agent = make(num_envs=8)
     result = evaluate(agent, CraftVectorEnv(20, split="heldout"), 60, seed=1)
@@ -272,7 +298,7 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
 
     reproduce(["--seeds", "3", "--episodes", "32", "--eval-episodes", "40", "--adaptation-episodes", "16",
                "--num-envs", "16", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    summary = json.loads((tmp_path / "sketch_reproduction.json").read_text())
+    summary = json.loads((tmp_path / "craft_sketch_fast_reproduction.json").read_text())
     (row,) = summary["rows"]
     assert row["episodes"] == 32 and set(row["zero_shot_per_task"]) == {"make[bed]", "make[axe]"}
     assert len(row["multitask_per_task"]) == 8 and set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
@@ -282,13 +308,13 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     # run again with a larger budget: the seed's run is resumed, not started anew
     reproduce(["--seeds", "3", "--episodes", "64", "--eval-episodes", "40", "--num-envs", "16",
                "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    (again,) = json.loads((tmp_path / "sketch_reproduction.json").read_text())["rows"]
+    (again,) = json.loads((tmp_path / "craft_sketch_fast_reproduction.json").read_text())["rows"]
     assert again["run"] == row["run"] and again["episodes"] == 64 and again["train_seconds"] > row["train_seconds"]
     assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch_fast__3__*"))) == 1
     # different agent settings are a different run
     reproduce(["--seeds", "3", "--episodes", "32", "--eval-episodes", "40", "--num-envs", "16", "--set",
                "agent.rollout_steps=4", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    (other,) = json.loads((tmp_path / "sketch_reproduction.json").read_text())["rows"]
+    (other,) = json.loads((tmp_path / "craft_sketch_fast_reproduction.json").read_text())["rows"]
     assert other["run"] != row["run"]
 
 
@@ -373,3 +399,22 @@ def test_evaluation_is_repeatable_and_leaves_the_callers_rng_alone():
     first = evaluate(agent, env, 48, seed=3)
     assert torch.equal(torch.get_rng_state(), state)
     assert evaluate(agent, env, 48, seed=3) == first
+
+
+def test_each_curriculum_promotion_keeps_a_checkpoint(tmp_path):
+    # the original wrote a checkpoint whenever ℓ_max rose; modrl keeps checkpoints/length_<ℓ>.pt beside
+    # the rolling step_<N>.pt ones, and a trace can read one (threshold −1: every round promotes)
+    from modrl.checkpoint import list_checkpoints, load_checkpoint
+    from modrl.config import load_config
+    from modrl.experiments.sketch_trace import trace
+    from modrl.trainer import train
+
+    run = train(load_config(CONFIGS / "craft_sketch_fast.yaml", [
+        f"run_root={tmp_path}", "env.num_envs=8", "agent.max_episodes=200", "agent.updates_per_round=2",
+        "agent.promote_threshold=-1", "eval_episodes=0", "progress=false", "keep_checkpoints=1"]))
+    kept = sorted(p.name for p in (run / "checkpoints").glob("length_*.pt"))
+    assert kept == ["length_3.pt", "length_4.pt", "length_5.pt"]  # ℓ_max starts at 2 (no length-1 task)
+    assert load_checkpoint(run / "checkpoints" / "length_4.pt")["agent"]["max_length"] == 4
+    assert len(list_checkpoints(run)) == 1  # milestones are not pruned, nor taken for the latest
+    result = trace(run, "make[bridge]", episodes=16, checkpoint=run / "checkpoints" / "length_3.pt")
+    assert [r["module"] for r in result["steps"]] == list(SKETCHES["make[bridge]"])

@@ -10,7 +10,8 @@ Every run is an ordinary run directory under ``--run-root`` (TensorBoard logs, c
 ``eval/*.json``), so a run can be inspected, resumed or re-evaluated on its own. A seed whose run
 directory already exists there (same env, experiment and seed) is resumed to the budget, or only
 evaluated if it has reached it, so the reproduction can be run in pieces (stop it with Ctrl-C;
-run the same command again). Writes ``<out>/sketch_reproduction.json`` and prints a Markdown table.
+run the same command again). Writes ``<out>/<experiment>_reproduction.json`` (the config's experiment
+name, e.g. ``craft_sketch_fast_reproduction.json``) and prints a Markdown table.
 """
 
 from __future__ import annotations
@@ -164,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {key} | {mean:.3f} ± {half:.3f} | {', '.join(f'{v:.3f}' for v in values)} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / "sketch_reproduction.json").write_text(json.dumps(summary, indent=2) + "\n")
+    (out / f"{cfg.experiment}_reproduction.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(lines))
     print(f"{len(rows)} seeds, {args.episodes:,} episodes each, {wall / 60:.1f} min wall time "
           f"({args.parallel} at once); curriculum: {summary['seeds_short_of_the_longest_sketch']} seed(s) "

@@ -21,8 +21,10 @@ import torch
 
 
 @torch.no_grad()
-def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5) -> dict[str, Any]:
-    """One episode per env on ``task``; per sketch step: reached, mean ticks in it, items held after it."""
+def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5,
+          checkpoint: str | Path | None = None) -> dict[str, Any]:
+    """One episode per env on ``task``; per sketch step: reached, mean ticks in it, items held after it.
+    ``checkpoint``: a checkpoint file of the run (e.g. ``checkpoints/length_3.pt``) instead of the latest."""
     from modrl.checkpoint import latest_checkpoint, load_checkpoint
     from modrl.envs.craft import KINDS
     from modrl.evaluation import read_run_config, seeded_sampling
@@ -36,7 +38,8 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
     if task not in env.task_names:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(env.task_names)}")
     agent = make_agent(cfg, env)
-    agent.policy.load_state_dict(load_checkpoint(latest_checkpoint(run_dir), map_location="cpu")["agent"]["policy"])
+    agent.policy.load_state_dict(load_checkpoint(Path(checkpoint) if checkpoint else latest_checkpoint(run_dir),
+                                                 map_location="cpu")["agent"]["policy"])
     t = list(env.task_names).index(task)
     weights = torch.zeros(len(env.task_names))
     weights[t] = 1
@@ -101,12 +104,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--task", action="append", required=True, help="a task name, e.g. 'get[gold]' (repeatable)")
     parser.add_argument("--episodes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=5)
+    parser.add_argument("--checkpoint", help="a checkpoint file of the run (e.g. RUN/checkpoints/length_3.pt); "
+                        "default: the latest")
     parser.add_argument("--json", action="store_true", help="print JSON instead of Markdown")
     args = parser.parse_args(argv)
     torch.set_num_threads(1)
     for task in args.task:
         try:
-            result = trace(args.run, task, episodes=args.episodes, seed=args.seed)
+            result = trace(args.run, task, episodes=args.episodes, seed=args.seed, checkpoint=args.checkpoint)
         except (FileNotFoundError, ValueError) as e:  # no run, no checkpoint, unknown task, not Craft
             parser.exit(2, f"sketch_trace: error: {e}\n")
         print(json.dumps(result) if args.json else markdown(result) + "\n")
