@@ -55,12 +55,6 @@ class SketchConfig:
     curriculum: bool = True
     updates_per_round: int = 500
     promote_threshold: float = 0.8
-    new_module_rounds: int = 0
-    """Not in the paper (0: off). For this many curriculum rounds after a promotion, on the tasks
-    whose sketch brings in a symbol new at this level, only the new symbols' modules are trained
-    (the others act but get no policy gradient there; every critic still learns), so a new module
-    learns its sub-task before its trained neighbours can absorb the job and leave it a no-op
-    that STOPs at once (what stalls some Craft seeds; docs/results.md)."""
     critic_coef: float = 1.0
     routing: Literal["sketch", "learned"] = "sketch"
     """``sketch``: the task's sketch fixes the routing (policy sketches); ``learned``: no sketch — a
@@ -173,9 +167,6 @@ class PolicySketches(OnPolicyAlgorithm):
         self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
         self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
         self._milestone: str | None = None
-        # [task, module]: no policy gradient for this module on this task (new_module_rounds)
-        self.fixed_modules = torch.zeros(self.num_tasks, self.num_symbols, dtype=torch.bool, device=dev)
-        self.fixed_rounds_left = 0
         if cfg.curriculum:
             self._promote()
             self._milestone = None  # the first level is where every run starts
@@ -216,31 +207,14 @@ class PolicySketches(OnPolicyAlgorithm):
         """Raise ℓ_max until some task of the split fits (Craft has no length-1 task), and restart the round."""
         split = self.task_weights > 0
         lengths = self.env.sketch_lengths
-        before = split & (lengths <= self.max_length)
         self.max_length += 1
         while not bool((split & (lengths <= self.max_length)).any()):
             self.max_length += 1
         self.allowed_tasks = split & (lengths <= self.max_length)
-        self._fix_old_modules(before)
         self.env.set_task_distribution(self.allowed_tasks.float())
         self.round_updates = 0
         self.round_success.zero_()
         self._milestone = f"length_{self.max_length}"
-
-    def _fix_old_modules(self, before: torch.Tensor) -> None:
-        """``new_module_rounds``: on the tasks that bring in new symbols, fix the modules that the
-        tasks allowed ``before`` this promotion already trained."""
-        self.fixed_modules.zero_()
-        self.fixed_rounds_left = 0
-        if self.cfg.new_module_rounds <= 0 or not bool(before.any()):
-            return
-        uses = torch.zeros(self.num_tasks, self.num_symbols, dtype=torch.bool, device=self.device)
-        for t, sketch in enumerate(self.sketch_lists):
-            uses[t, sketch] = True
-        old = (uses & before[:, None]).any(0)  # symbols trained at earlier levels
-        brings_new = self.allowed_tasks & (uses & ~old).any(1)
-        self.fixed_modules = brings_new[:, None] & uses & old
-        self.fixed_rounds_left = self.cfg.new_module_rounds
 
     def pop_milestone(self) -> str | None:
         """``length_<ℓ>`` once after each promotion of the curriculum (the original wrote a
@@ -253,10 +227,6 @@ class PolicySketches(OnPolicyAlgorithm):
         self.round_updates += 1
         if self.round_updates < cfg.updates_per_round:
             return {}
-        if self.fixed_rounds_left > 0:
-            self.fixed_rounds_left -= 1
-            if self.fixed_rounds_left == 0:
-                self.fixed_modules.zero_()
         if not cfg.curriculum:  # rounds still delimit the per-task success statistics
             self.round_updates = 0
             self.round_success.zero_()
@@ -439,7 +409,6 @@ class PolicySketches(OnPolicyAlgorithm):
         ret = returns.flatten().index_select(0, idx)
         head = critic.index_select(0, idx)
         task = tasks.index_select(0, idx)
-        trained = ~self.fixed_modules[task, module] if self.fixed_rounds_left > 0 else None  # new_module_rounds
 
         router_loss = torch.zeros((), device=self.device)
         if self.learned:  # REINFORCE for the controller's choices: its own returns and baseline
@@ -454,8 +423,7 @@ class PolicySketches(OnPolicyAlgorithm):
                            + cfg.critic_coef * (r_ret - r_base) ** 2).mean()
 
         if cfg.update == "reinforce":
-            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, task, action, ret, head,
-                                                                          advantage=advantage, trained=trained)
+            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, task, action, ret, head, advantage=advantage)
             sq = self._apply(actor_loss + cfg.critic_coef * critic_loss + router_loss)
         else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
             with torch.no_grad():
@@ -471,7 +439,6 @@ class PolicySketches(OnPolicyAlgorithm):
                     actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(
                         obs.index_select(0, mb), module[mb], task[mb], action[mb], ret[mb], head[mb],
                         old_log_prob=old_log_prob[mb], advantage=advantage[mb],
-                        trained=None if trained is None else trained[mb],
                     )
                     sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
         self.iteration += 1
@@ -501,10 +468,10 @@ class PolicySketches(OnPolicyAlgorithm):
         logits, stop_logit = self.policy["subpolicies"](obs, module)
         return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
 
-    def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None, trained=None):
+    def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None):
         """Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
         loss, negative entropy and the clipped fraction, averaged over the samples; ``critic`` is
-        each sample's critic head; ``trained`` (bool per sample, default all) masks the actor terms."""
+        each sample's critic head."""
         cfg = self.cfg
         log_probs = self._log_probs(obs, module, task)
         log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
@@ -521,10 +488,7 @@ class PolicySketches(OnPolicyAlgorithm):
             surrogate = torch.min(ratio * advantage, clipped * advantage)
             clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
         count = max(1, obs.shape[0])
-        actor_terms = -surrogate + cfg.entropy_coef * neg_entropy
-        if trained is not None:
-            actor_terms = actor_terms * trained
-        actor_loss = actor_terms.sum() / count
+        actor_loss = (-surrogate + cfg.entropy_coef * neg_entropy).sum() / count
         critic_loss = ((ret - value) ** 2).sum() / count
         check_finite({"policy_loss": actor_loss, "value_loss": critic_loss}, self.global_step)
         return actor_loss, critic_loss, neg_entropy, clipfrac
@@ -564,7 +528,6 @@ class PolicySketches(OnPolicyAlgorithm):
         state.update(
             max_length=self.max_length, round_updates=self.round_updates, round_success=self.round_success.clone(),
             allowed_tasks=self.allowed_tasks.clone(), episodes=self.episodes, steps=self._steps,
-            fixed_modules=self.fixed_modules.clone(), fixed_rounds_left=self.fixed_rounds_left,
             env_task_weights=self.env.task_weights.clone(),
             episodes_in_progress={"pointer": self.router.pointer.clone(), "task": self.router.task.clone(),
                                   "controller": self.controller.state_dict()},
@@ -578,9 +541,6 @@ class PolicySketches(OnPolicyAlgorithm):
         self.round_success = state["round_success"].to(self.device)
         self.allowed_tasks = state["allowed_tasks"].to(self.device)
         self.episodes, self._steps = int(state["episodes"]), int(state["steps"])
-        if "fixed_modules" in state:  # new_module_rounds (checkpoints before it have none)
-            self.fixed_modules = state["fixed_modules"].to(self.device)
-            self.fixed_rounds_left = int(state["fixed_rounds_left"])
         self.env.set_task_distribution(state["env_task_weights"].to(self.device))
         if "episodes_in_progress" in state:  # checkpoints before rollout_steps have none (and need none)
             live = state["episodes_in_progress"]

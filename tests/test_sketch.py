@@ -79,32 +79,6 @@ def test_curriculum_starts_at_the_shortest_sketches_and_promotes():
     assert agent.env.task_weights[TASKS.index("make[bed]")] == 0  # held out, never trained on
 
 
-def test_new_module_rounds_train_only_the_new_module_on_the_task_that_brings_it():
-    # at ℓ_max 3, make[bridge] brings get_iron; its trained neighbours get_wood and make2 are fixed
-    # there for the configured rounds (they still train on the length-2 tasks)
-    from modrl.envs.craft import SYMBOLS
-
-    agent = make(updates_per_round=1, new_module_rounds=2, optimizer="adam", learning_rate=1e-2, grad_scaling="norm")
-    assert not agent.fixed_modules.any()  # nothing is old at the first level
-    agent._promote()
-    bridge = TASKS.index("make[bridge]")
-    assert {SYMBOLS[m] for m in torch.nonzero(agent.fixed_modules[bridge]).flatten().tolist()} == {"get_wood", "make2"}
-    assert agent.fixed_modules.sum() == 2 and agent.fixed_rounds_left == 2
-    only_bridge = torch.zeros(len(TASKS))
-    only_bridge[bridge] = 1
-    agent.env.set_task_distribution(only_bridge)
-    agent.obs, _ = agent.env.reset(seed=1)
-    before = {k: v.clone() for k, v in agent.policy["subpolicies"].state_dict().items()}
-    agent.train_iteration()  # one round: only make[bridge] episodes
-    after = agent.policy["subpolicies"].state_dict()
-    moved = {SYMBOLS[m] for m in range(len(SYMBOLS))
-             if any(not torch.equal(before[k][m], after[k][m]) for k in before)}
-    assert moved == {"get_iron"}
-    assert agent.fixed_rounds_left == 1
-    agent.train_iteration()
-    assert agent.fixed_rounds_left == 0 and not agent.fixed_modules.any()  # everything trains again
-
-
 def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
     agent = make(num_envs=8)
     result = evaluate(agent, CraftVectorEnv(20, split="heldout"), 60, seed=1)
