@@ -55,6 +55,12 @@ class SketchConfig:
     curriculum: bool = True
     updates_per_round: int = 500
     promote_threshold: float = 0.8
+    restart_optimizer: bool = False
+    """Not in the paper. Clear the optimiser's state at each promotion of the curriculum. With Adam,
+    a module (or critic) first used at a later level has zero moments but the stacked tensor's old
+    step count, so bias correction no longer offsets the zero start: its first few hundred steps
+    are 2–5× the learning rate, which can drive a new module to STOP at once before it ever reaches
+    its sub-goal (docs/results.md). A restart gives every slice a bias-corrected start."""
     critic_coef: float = 1.0
     routing: Literal["sketch", "learned"] = "sketch"
     """``sketch``: the task's sketch fixes the routing (policy sketches); ``learned``: no sketch — a
@@ -150,6 +156,8 @@ class PolicySketches(OnPolicyAlgorithm):
                 self.optimizer.state[p] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(p)}
         else:
             self.optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+        if cfg.restart_optimizer and cfg.optimizer != "adam":
+            raise ValueError("restart_optimizer: true needs optimizer: adam (the rmsprop accumulators start at 1, as in TF)")
         self.sketch_lists = [
             [int(m) for m in env.sketches[t, : int(env.sketch_lengths[t])].tolist()] for t in range(self.num_tasks)
         ]
@@ -215,6 +223,8 @@ class PolicySketches(OnPolicyAlgorithm):
         self.round_updates = 0
         self.round_success.zero_()
         self._milestone = f"length_{self.max_length}"
+        if self.cfg.restart_optimizer:
+            self.optimizer.state.clear()  # moments and step counts start again (bias-corrected)
 
     def pop_milestone(self) -> str | None:
         """``length_<ℓ>`` once after each promotion of the curriculum (the original wrote a
