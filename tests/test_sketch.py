@@ -119,7 +119,7 @@ def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
     assert set(result["per_task"]) == {"make[bed]", "make[axe]"}
     assert sum(r["episodes"] for r in result["per_task"].values()) == 60
     # and through the CLI, from a (tiny) training run
-    code = main(["train", str(CONFIGS / "craft_sketch.yaml"), "--set", f"run_root={tmp_path}", "--set", "total_steps=3000",
+    code = main(["train", str(CONFIGS / "craft_sketch_original.yaml"), "--set", f"run_root={tmp_path}", "--set", "total_steps=3000",
                  "--set", "env.num_envs=16", "--set", "eval_episodes=0", "--set", "progress=false"])
     assert code == 0
     run = next(tmp_path.iterdir())
@@ -141,7 +141,7 @@ def test_resume_continues_exactly(tmp_path, rollout):
     from modrl.trainer import train
 
     def cfg(root):
-        return load_config(CONFIGS / "craft_sketch.yaml", [f"run_root={root}", "total_steps=6000", "env.num_envs=16",
+        return load_config(CONFIGS / "craft_sketch_original.yaml", [f"run_root={root}", "total_steps=6000", "env.num_envs=16",
                                                            "eval_episodes=0", "progress=false", "checkpoint_every=100",
                                                            "agent.updates_per_round=2", *rollout])
 
@@ -306,7 +306,7 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
 
     reproduce(["--seeds", "3", "--episodes", "32", "--eval-episodes", "40", "--adaptation-episodes", "16",
                "--num-envs", "16", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    summary = json.loads((tmp_path / "craft_sketch_fast_reproduction.json").read_text())
+    summary = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())
     (row,) = summary["rows"]
     assert row["episodes"] == 32 and set(row["zero_shot_per_task"]) == {"make[bed]", "make[axe]"}
     assert len(row["multitask_per_task"]) == 8 and set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
@@ -316,13 +316,13 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     # run again with a larger budget: the seed's run is resumed, not started anew
     reproduce(["--seeds", "3", "--episodes", "64", "--eval-episodes", "40", "--num-envs", "16",
                "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    (again,) = json.loads((tmp_path / "craft_sketch_fast_reproduction.json").read_text())["rows"]
+    (again,) = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())["rows"]
     assert again["run"] == row["run"] and again["episodes"] == 64 and again["train_seconds"] > row["train_seconds"]
-    assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch_fast__3__*"))) == 1
+    assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch__3__*"))) == 1
     # different agent settings are a different run
     reproduce(["--seeds", "3", "--episodes", "32", "--eval-episodes", "40", "--num-envs", "16", "--set",
                "agent.rollout_steps=4", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
-    (other,) = json.loads((tmp_path / "craft_sketch_fast_reproduction.json").read_text())["rows"]
+    (other,) = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())["rows"]
     assert other["run"] != row["run"]
 
 

@@ -118,7 +118,7 @@ def run_seed(job: dict) -> dict:
 
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--config", default=str(CONFIGS / "craft_sketch_fast.yaml"))
+    p.add_argument("--config", default=str(CONFIGS / "craft_sketch.yaml"))
     p.add_argument("--adaptation-config", default=str(CONFIGS / "craft_adaptation.yaml"))
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3, 4, 5])
     p.add_argument("--episodes", type=int, default=3_000_000, help="training episodes per seed (the paper: 3M)")
