@@ -35,6 +35,7 @@ from modrl.controller import CallAndReturn
 from modrl.halting import Halting
 from modrl.inventory import PolicyInventory, StackedMLP, ValueHeads
 from modrl.metrics import ModularityMetrics
+from modrl.optim import ModuleAdam, inventory_param_groups
 from modrl.rollout import discounted_returns, generalized_advantages
 from modrl.routing import SketchRouter
 
@@ -43,7 +44,10 @@ from modrl.routing import SketchRouter
 class SketchConfig:
     gamma: float = 0.9
     learning_rate: float = 1e-3
-    optimizer: Literal["rmsprop", "adam"] = "rmsprop"
+    optimizer: Literal["rmsprop", "adam", "adam_per_module"] = "rmsprop"
+    """``rmsprop``: the original's (TF 1 RMSProp); ``adam``: torch's Adam; ``adam_per_module``: Adam
+    with one step count and moments per module (``modrl/optim.py``), as if each module, critic
+    head and router had its own optimiser — not in the paper."""
     entropy_coef: float = 0.001
     hidden_size: int = 128
     stop_bias: float = -3.0
@@ -154,10 +158,12 @@ class PolicySketches(OnPolicyAlgorithm):
             self.optimizer = torch.optim.RMSprop(params, lr=cfg.learning_rate, alpha=0.9, eps=1e-10)
             for p in params:
                 self.optimizer.state[p] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(p)}
-        else:
+        elif cfg.optimizer == "adam":
             self.optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
-        if cfg.restart_optimizer and cfg.optimizer != "adam":
-            raise ValueError("restart_optimizer: true needs optimizer: adam (the rmsprop accumulators start at 1, as in TF)")
+        else:
+            self.optimizer = ModuleAdam(inventory_param_groups(self.policy), lr=cfg.learning_rate)
+        if cfg.restart_optimizer and cfg.optimizer == "rmsprop":
+            raise ValueError("restart_optimizer: true needs an Adam optimizer (the rmsprop accumulators start at 1, as in TF)")
         self.sketch_lists = [
             [int(m) for m in env.sketches[t, : int(env.sketch_lengths[t])].tolist()] for t in range(self.num_tasks)
         ]

@@ -34,7 +34,7 @@ def test_default_job_is_policy_sketches_on_craft_with_a_zero_shot_evaluation():
     assert cfg.env.id == "modrl/Craft-v0" and isinstance(cfg.agent, SketchConfig)
     assert cfg.eval_splits == ["train", "heldout"] and cfg.eval_episodes > 0
     # the reproduction config's learner, at a smaller episode budget with continuing rollouts
-    full = to_dict(load_config(FOURROOMS.parent / "craft_sketch_fast.yaml"))["agent"]
+    full = to_dict(load_config(FOURROOMS.parent / "craft_sketch.yaml"))["agent"]
     quick = to_dict(cfg)["agent"]
     assert {k: v for k, v in quick.items() if k not in ("max_episodes", "rollout_steps")} == \
         {k: v for k, v in full.items() if k not in ("max_episodes", "rollout_steps")}
