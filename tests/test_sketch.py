@@ -314,12 +314,15 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     assert summary["seeds_short_of_the_longest_sketch"] == 1  # 32 episodes do not get far
     assert "| zero_shot |" in capsys.readouterr().out
     assert row["train_seconds"] > 0
-    # run again with a larger budget: the seed's run is resumed, not started anew
-    reproduce(["--seeds", "3", "--episodes", "64", "--eval-episodes", "40", "--num-envs", "16",
-               "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
+    # run again with larger budgets: the seed's run and its adaptation run are resumed, not started anew
+    reproduce(["--seeds", "3", "--episodes", "64", "--eval-episodes", "40", "--adaptation-episodes", "32",
+               "--num-envs", "16", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
     (again,) = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())["rows"]
     assert again["run"] == row["run"] and again["episodes"] == 64 and again["train_seconds"] > row["train_seconds"]
     assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch__3__*"))) == 1
+    assert again["adaptation_run"] == row["adaptation_run"] and again["adaptation_episodes"] == 32
+    assert again["adaptation_seconds"] > row["adaptation_seconds"]
+    assert len(list((tmp_path / "runs").glob("Craft-v0__craft_adaptation__3__*"))) == 1
     # different agent settings are a different run
     reproduce(["--seeds", "3", "--episodes", "32", "--eval-episodes", "40", "--num-envs", "16", "--set",
                "agent.rollout_steps=4", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])

@@ -10,7 +10,8 @@ Every run is an ordinary run directory under ``--run-root`` (TensorBoard logs, c
 ``eval/*.json``), so a run can be inspected, resumed or re-evaluated on its own. A seed whose run
 directory already exists there (same env, experiment and seed) is resumed to the budget, or only
 evaluated if it has reached it, so the reproduction can be run in pieces (stop it with Ctrl-C;
-run the same command again). Writes ``<out>/<experiment>_reproduction.json`` (the config's experiment
+run the same command again). Adaptation runs are resumed the same way; one keeps the modules it
+started from even if its training run was extended since (delete it to adapt the new modules). Writes ``<out>/<experiment>_reproduction.json`` (the config's experiment
 name, e.g. ``craft_sketch_fast_reproduction.json``) and prints a Markdown table.
 """
 
@@ -62,31 +63,35 @@ def existing_run(cfg) -> Path | None:
     return max(runs, key=lambda d: d.stat().st_mtime) if runs else None
 
 
+def train_or_resume(cfg) -> tuple[Path, dict]:
+    """Train ``cfg`` to its episode budget (``agent.max_episodes``), resuming its existing run
+    (:func:`existing_run`) if there is one; returns the run directory and its final checkpoint."""
+    from modrl.checkpoint import latest_checkpoint, load_checkpoint
+    from modrl.trainer import train
+
+    episodes = cfg.agent.max_episodes
+    budget = f"agent.max_episodes={episodes}"
+    run = existing_run(cfg)
+    if run is None:
+        run = train(cfg)
+    elif int(load_checkpoint(latest_checkpoint(run))["agent"]["episodes"]) < episodes:
+        print(f"sketch_reproduction: seed {cfg.seed}: resuming {run}", flush=True)
+        train(resume=run, budget=[budget])
+    return run, load_checkpoint(latest_checkpoint(run))
+
+
 def run_seed(job: dict) -> dict:
     """Train one seed, evaluate it, and adapt it when asked; returns its row (in a worker process)."""
     import torch
 
-    from modrl.checkpoint import latest_checkpoint, load_checkpoint
     from modrl.evaluation import evaluate_run
-    from modrl.trainer import train
 
     torch.set_num_threads(job["threads"])
     seed, root = job["seed"], job["run_root"]
     common = [f"seed={seed}", f"run_root={root}", "eval_episodes=0", "progress=false", f"torch_threads={job['threads']}",
               *([f"env.num_envs={job['num_envs']}"] if job["num_envs"] else [])]
-    budget = f"agent.max_episodes={job['episodes']}"
-    cfg = load_config(job["config"], [*common, budget, *job["overrides"]])
-    run, state = existing_run(cfg), None
-    if run is None:
-        run = train(cfg)
-    else:
-        state = load_checkpoint(latest_checkpoint(run))
-        if int(state["agent"]["episodes"]) < job["episodes"]:
-            print(f"sketch_reproduction: seed {seed}: resuming {run}", flush=True)
-            train(resume=run, budget=[budget])
-            state = None
-    if state is None:  # the checkpoint training ended with
-        state = load_checkpoint(latest_checkpoint(run))
+    cfg = load_config(job["config"], [*common, f"agent.max_episodes={job['episodes']}", *job["overrides"]])
+    run, state = train_or_resume(cfg)
     seconds = state.get("train_seconds")  # summed over resumes (absent in checkpoints before it was recorded)
     row = {
         "seed": seed,
@@ -105,14 +110,15 @@ def run_seed(job: dict) -> dict:
         row["zero_shot"] = zero_shot["success_rate"]
         row["zero_shot_per_task"] = {t: r["success_rate"] for t, r in zero_shot["per_task"].items()}
     if job["adaptation_episodes"]:
-        start = time.time()
         adapt_cfg = load_config(job["adaptation_config"], [*common, f"agent.init_modules={run}",
                                                            f"agent.max_episodes={job['adaptation_episodes']}"])
-        adapt_run = train(adapt_cfg)
+        adapt_run, adapt_state = train_or_resume(adapt_cfg)
         adapted = evaluate_run(adapt_run, episodes=job["eval_episodes"], split="heldout")
+        seconds = adapt_state.get("train_seconds")
         row.update(adaptation=adapted["success_rate"], adaptation_run=str(adapt_run),
                    adaptation_per_task={t: r["success_rate"] for t, r in adapted["per_task"].items()},
-                   adaptation_seconds=round(time.time() - start, 1))
+                   adaptation_episodes=int(adapt_state["agent"]["episodes"]),
+                   adaptation_seconds=round(seconds, 1) if seconds else None)
     return row
 
 
