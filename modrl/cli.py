@@ -129,7 +129,7 @@ def build_parser() -> argparse.ArgumentParser:
                    "policy sketches on Craft (modrl/default_job.yaml)")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="override config keys, e.g. --set agent.learning_rate=1e-3 seed=2")
     p.add_argument("--resume", metavar="RUN_DIR", help="continue the run in RUN_DIR from its latest checkpoint "
-                   "(with --set, only the budget may change: " + ", ".join(RESUME_KEYS) + ")")
+                   "(with --set, only the budget and progress display may change: " + ", ".join(RESUME_KEYS) + ")")
     p.set_defaults(fn=cmd_train)
 
     p = sub.add_parser("eval", help="evaluate a run's latest checkpoint")

@@ -67,6 +67,9 @@ class RunConfig:
     """``torch.set_num_threads`` (0 leaves torch's default)."""
     progress: bool = True
     """Show a progress bar with steps/s."""
+    progress_every: float = 0.0
+    """Seconds between one-line progress reports (budget done, time, return, success, curriculum
+    level) instead of the bar, for logs of background or parallel runs; 0: the bar."""
     tune_malloc: bool = True
     """Keep freed large CPU buffers for reuse (``modrl.perf``); faster, holds more memory."""
 
@@ -237,8 +240,9 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return data
 
 
-RESUME_KEYS = ("total_steps", "agent.max_episodes")
-"""The keys ``modrl train --resume RUN --set`` may change: the budget, so a finished run can train on."""
+RESUME_KEYS = ("total_steps", "agent.max_episodes", "progress", "progress_every")
+"""The keys ``modrl train --resume RUN --set`` may change: the budget, so a finished run can train
+on, and how progress is shown."""
 
 
 def resume_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -55,16 +56,21 @@ class RunLogger:
 
 class Progress:
     """A progress bar over the run's budget (env steps, or episodes where that is the budget)
-    showing env steps/s and the latest return and success rate."""
+    showing env steps/s and the latest return and success rate. With ``every`` > 0 (seconds) it
+    prints one plain line per interval instead, prefixed by ``name``: readable in the log of a
+    background job or of several runs at once, where a bar's carriage returns interleave."""
 
-    def __init__(self, total: int, initial: int = 0, enabled: bool = True, unit: str = "step"):
+    def __init__(self, total: int, initial: int = 0, enabled: bool = True, unit: str = "step",
+                 every: float = 0.0, name: str = ""):
+        self.every, self.name, self.total, self.unit = (every if enabled else 0.0), name, total, unit
+        self.done, self.start, self.last_line = initial, time.perf_counter(), time.perf_counter()
         self.bar = tqdm(
             total=total,
             initial=initial,
             unit=unit,
             unit_scale=True,
             dynamic_ncols=True,
-            disable=not enabled,
+            disable=not enabled or every > 0,
             mininterval=0.5 if sys.stderr.isatty() else 10.0,
             file=sys.stderr,
         )
@@ -76,8 +82,24 @@ class Progress:
             self.summary["success"] = f"{metrics['charts/success_rate']:.2f}"
         if "charts/SPS" in metrics:
             self.summary["SPS"] = f"{metrics['charts/SPS']:,.0f}"
+        if "curriculum/max_length" in metrics:
+            self.summary["max_length"] = f"{metrics['curriculum/max_length']:.0f}"
+        self.done += steps
+        if self.every > 0:
+            now = time.perf_counter()
+            if now - self.last_line >= self.every or self.done >= self.total:
+                self.last_line = now
+                print(self.line(now - self.start), file=sys.stderr, flush=True)
+            return
         self.bar.set_postfix(self.summary, refresh=False)
         self.bar.update(steps)
+
+    def line(self, elapsed: float) -> str:
+        """``NAME: 1,234,567 / 3,000,000 episodes (41.2%), 12.3 min, return=…, success=…``"""
+        share = 100.0 * self.done / max(self.total, 1)
+        stats = ", ".join(f"{k}={v}" for k, v in self.summary.items())
+        head = f"{self.name}: " if self.name else ""
+        return f"{head}{self.done:,} / {self.total:,} {self.unit}s ({share:.1f}%), {elapsed / 60:.1f} min" + (f", {stats}" if stats else "")
 
     def write(self, text: str) -> None:
         self.bar.write(text, file=sys.stderr)

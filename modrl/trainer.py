@@ -195,7 +195,8 @@ def train(
     print(f"modrl: run directory {run_dir}", file=sys.stderr)
     print(f"modrl: TensorBoard logs in {run_dir}  (view: tensorboard --logdir {run_dir.parent})", file=sys.stderr)
     done_so_far, planned, unit = agent.progress
-    progress = Progress(planned, initial=done_so_far, enabled=cfg.progress, unit=unit)
+    progress = Progress(planned, initial=done_so_far, enabled=cfg.progress, unit=unit,
+                        every=cfg.progress_every, name=run_dir.name)
     start_step, start_time = agent.global_step, time.perf_counter()
     seconds_before = float(ckpt.get("train_seconds", 0.0)) if ckpt is not None else 0.0
     done_here = 0

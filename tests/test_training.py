@@ -137,6 +137,17 @@ def test_resume_with_a_larger_budget_trains_on(tmp_path, capsys):
     assert yaml.safe_load((run / "config.yaml").read_text())["total_steps"] == 4096
 
 
+def test_progress_lines_for_background_and_parallel_runs(tmp_path, capsys):
+    run = train(tiny(tmp_path, "progress=true", "progress_every=1e-9", "eval_episodes=0", "total_steps=2048"))
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(f"{run.name}: ")]
+    assert len(lines) == 4  # one per iteration at this interval, each named by its run
+    assert lines[0].startswith(f"{run.name}: 512 / 2,048 steps (25.0%), ")
+    assert lines[-1].startswith(f"{run.name}: 2,048 / 2,048 steps (100.0%), ") and "SPS=" in lines[-1]
+    # a resume may change how progress is shown (and the budget), nothing else
+    train(resume=run, budget=["total_steps=3072", "progress=false"])
+    assert not [ln for ln in capsys.readouterr().err.splitlines() if ln.startswith(f"{run.name}: ")]
+
+
 def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch):
     original = FourRoomsVectorEnv._step_state
     calls = {"n": 0}

@@ -76,7 +76,7 @@ def train_or_resume(cfg) -> tuple[Path, dict]:
         run = train(cfg)
     elif int(load_checkpoint(latest_checkpoint(run))["agent"]["episodes"]) < episodes:
         print(f"sketch_reproduction: seed {cfg.seed}: resuming {run}", flush=True)
-        train(resume=run, budget=[budget])
+        train(resume=run, budget=[budget, f"progress={cfg.progress}", f"progress_every={cfg.progress_every}"])
     return run, load_checkpoint(latest_checkpoint(run))
 
 
@@ -88,7 +88,7 @@ def run_seed(job: dict) -> dict:
 
     torch.set_num_threads(job["threads"])
     seed, root = job["seed"], job["run_root"]
-    common = [f"seed={seed}", f"run_root={root}", "eval_episodes=0", "progress=false", f"torch_threads={job['threads']}",
+    common = [f"seed={seed}", f"run_root={root}", "eval_episodes=0", f"progress={job['progress_every'] > 0}", f"progress_every={job['progress_every']}", f"torch_threads={job['threads']}",
               *([f"env.num_envs={job['num_envs']}"] if job["num_envs"] else [])]
     cfg = load_config(job["config"], [*common, f"agent.max_episodes={job['episodes']}", *job["overrides"]])
     run, state = train_or_resume(cfg)
@@ -132,6 +132,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--adaptation-episodes", type=int, default=0, help="0: no adaptation runs")
     p.add_argument("--parallel", type=int, default=1, help="seeds trained at once, one thread each")
     p.add_argument("--num-envs", type=int, default=0, help="envs per run (training and adaptation); 0: the configs'")
+    p.add_argument("--progress-every", type=float, default=60.0,
+                   help="seconds between each run's one-line progress reports (0: none)")
     p.add_argument("--run-root", default="runs")
     p.add_argument("--out", default="docs")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of --config")
@@ -149,7 +151,7 @@ def main(argv: list[str] | None = None) -> None:
     jobs = [{"seed": s, "config": args.config, "overrides": args.set, "episodes": args.episodes,
              "eval_episodes": args.eval_episodes, "heldout": heldout, "run_root": args.run_root,
              "adaptation_episodes": args.adaptation_episodes, "adaptation_config": args.adaptation_config,
-             "threads": threads, "num_envs": args.num_envs} for s in args.seeds]
+             "threads": threads, "num_envs": args.num_envs, "progress_every": args.progress_every} for s in args.seeds]
     start = time.time()
     if args.parallel > 1:
         with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
