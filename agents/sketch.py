@@ -33,7 +33,7 @@ import torch
 from modrl.algorithm import OnPolicyAlgorithm, check_finite
 from modrl.controller import CallAndReturn
 from modrl.halting import Halting
-from modrl.inventory import PolicyInventory, StackedMLP, ValueHeads
+from modrl.inventory import Grouping, PolicyInventory, StackedMLP, ValueHeads, rows_by_module
 from modrl.metrics import ModularityMetrics
 from modrl.optim import ModuleAdam, inventory_param_groups
 from modrl.rollout import discounted_returns, generalized_advantages
@@ -405,22 +405,33 @@ class PolicySketches(OnPolicyAlgorithm):
         T = buf["length"]
         rewards, ended, next_value = buf["reward"][:T], buf["ended"], buf["next_value"]  # γ per tick, STOP ticks included
         tasks = buf["task"].flatten()
-        mask = buf["trainable"][:T].flatten()
-        idx = torch.nonzero(mask).squeeze(-1)  # once per update, not per step
         all_obs = buf["obs"][:T].flatten(0, 1)
         critic = buf["critic"][:T].flatten()
+        modules = buf["module"][:T].flatten()
+        # The wide observation rows are gathered once per network, already in the order its
+        # inventory groups them (a copy of every tick's 1076 features dominated the update):
+        # the critic reads the ticks of running episodes by head, the policy the trainable ticks
+        # by module. The episodic rollout also steps envs whose episode has ended: not read.
+        live = buf["alive"][:T].flatten() if "alive" in buf else torch.ones_like(critic, dtype=torch.bool)
+        live_rows = rows_by_module(torch.nonzero(live).squeeze(-1), critic)
+        live_head = critic.index_select(0, live_rows)
+        with torch.set_grad_enabled(cfg.update == "reinforce"):  # PPO re-evaluates the critic per minibatch
+            value_live = self.policy["critics"](all_obs.index_select(0, live_rows), live_head,
+                                                Grouping.presorted(live_head, self.policy["critics"].num_heads))
+        idx = rows_by_module(torch.nonzero(buf["trainable"][:T].flatten()).squeeze(-1), modules)
+        where_live = torch.full_like(critic, -1).index_copy_(0, live_rows, torch.arange(live_rows.numel(), device=self.device))
+        value = value_live.index_select(0, where_live.index_select(0, idx))  # trainable ticks are live
+        values = torch.zeros(critic.numel(), device=self.device).index_copy_(0, live_rows, value_live.detach()).view(T, -1)
         if cfg.advantage == "mc":  # the original: Monte-Carlo return to go − critic
             returns = discounted_returns(rewards, ended, next_value, cfg.gamma)
             advantage = None
         else:  # GAE over every tick (forced STOPs included), then only trainable ticks are used
-            with torch.no_grad():
-                values = self.policy["critics"](all_obs, critic).view(T, -1)
-                if "alive" in buf:  # ticks after an episode's end are not part of it
-                    values = values * buf["alive"][:T].float()
             advantages, returns = generalized_advantages(rewards, values, ended, next_value, cfg.gamma, cfg.gae_lambda)
             advantage = advantages.flatten().index_select(0, idx)
         obs = all_obs.index_select(0, idx)
-        module = buf["module"][:T].flatten().index_select(0, idx)
+        module = modules.index_select(0, idx)
+        grouping = Grouping.presorted(torch.zeros_like(module) if self.joint else module,  # joint: one policy
+                                      self.policy["subpolicies"].num_modules)
         action = buf["action"][:T].flatten().index_select(0, idx)
         ret = returns.flatten().index_select(0, idx)
         head = critic.index_select(0, idx)
@@ -439,13 +450,14 @@ class PolicySketches(OnPolicyAlgorithm):
                            + cfg.critic_coef * (r_ret - r_base) ** 2).mean()
 
         if cfg.update == "reinforce":
-            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(obs, module, task, action, ret, head, advantage=advantage)
+            actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(
+                obs, module, task, action, ret, head, advantage=advantage, value=value, grouping=grouping)
             sq = self._apply(actor_loss + cfg.critic_coef * critic_loss + router_loss)
         else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
             with torch.no_grad():
-                old_log_prob = self._log_probs(obs, module, task).gather(-1, action[:, None]).squeeze(-1)
+                old_log_prob = self._log_probs(obs, module, task, grouping).gather(-1, action[:, None]).squeeze(-1)
                 if advantage is None:
-                    advantage = ret - self.policy["critics"](obs, head)
+                    advantage = ret - value.detach()
             n = idx.numel()
             size = max(1, n // cfg.ppo_minibatches)
             for _ in range(cfg.ppo_epochs):
@@ -477,21 +489,23 @@ class PolicySketches(OnPolicyAlgorithm):
             return task
         return task * self.max_sketch + step.clamp(max=self.max_sketch - 1)
 
-    def _log_probs(self, obs, module, task) -> torch.Tensor:
-        """Log-probabilities of the 5 world actions + STOP under each sample's module."""
+    def _log_probs(self, obs, module, task, grouping: Grouping | None = None) -> torch.Tensor:
+        """Log-probabilities of the 5 world actions + STOP under each sample's module
+        (``grouping``: the rows' module order, when they are already sorted)."""
         if self.joint:  # one policy for every symbol, told the task's sketch
             obs, module = torch.cat([obs, self.sketch_code[task]], -1), torch.zeros_like(module)
-        logits, stop_logit = self.policy["subpolicies"](obs, module)
+        logits, stop_logit = self.policy["subpolicies"](obs, module, grouping)
         return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
 
-    def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None):
+    def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None, value=None, grouping=None):
         """Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
         loss, negative entropy and the clipped fraction, averaged over the samples; ``critic`` is
-        each sample's critic head."""
+        each sample's critic head (``value``: the critic's output on these samples, if computed)."""
         cfg = self.cfg
-        log_probs = self._log_probs(obs, module, task)
+        log_probs = self._log_probs(obs, module, task, grouping)
         log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
-        value = self.policy["critics"](obs, critic)
+        if value is None:
+            value = self.policy["critics"](obs, critic)
         if advantage is None:
             advantage = (ret - value).detach()
         neg_entropy = (log_probs.exp() * log_probs).sum(-1)

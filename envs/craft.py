@@ -177,6 +177,7 @@ class CraftVectorEnv(SketchTaskEnv):
         # Only the rows being reset get a new map (a few % of the batch per step): their indices
         # cost one host sync, far cheaper here than generating N maps and blending.
         rows = torch.nonzero(mask).squeeze(-1)
+        self._reset_rows_index = rows
         k, dev = rows.numel(), self.device
         if k == 0:
             return
@@ -239,13 +240,17 @@ class CraftVectorEnv(SketchTaskEnv):
         return self.inventory.gather(1, self.goal_kind[self.task][:, None]).squeeze(1) > 0
 
     # ------------------------------------------------------------------ observation
-    def _observe(self) -> torch.Tensor:
-        n = self.num_envs
-        grid = self.grid.view(n, SIZE * SIZE).long()
+    def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The observation of every row, or of the rows ``rows`` only."""
+        grid, pos, inventory, facing, task = self.grid, self.pos, self.inventory, self.facing, self.task
+        if rows is not None:
+            grid, pos, inventory, facing, task = (x.index_select(0, rows) for x in (grid, pos, inventory, facing, task))
+        n = grid.shape[0]
+        grid = grid.view(n, SIZE * SIZE).long()
         out = torch.zeros(n, self.single_observation_space.shape[0], device=self.device)
         window, blocks = 25 * NUM_KINDS, 25 * NUM_KINDS
         # local 5×5 window, flattened in (x, y, kind) order; outside the grid reads as empty
-        pos_flat = self.pos[:, 0] * SIZE + self.pos[:, 1]
+        pos_flat = pos[:, 0] * SIZE + pos[:, 1]
         cell = self._window_cells.index_select(0, pos_flat)  # [N, 25], −1 outside the grid
         kinds = grid.gather(1, cell.clamp(min=0)) * (cell >= 0)
         # (kind 0, empty, is not a feature: its slot is written 0 and stays 0)
@@ -255,12 +260,17 @@ class CraftVectorEnv(SketchTaskEnv):
         block = self._cell_block.index_select(0, pos_flat)  # [N, 100]
         out[:, window : window + blocks].scatter_(1, block * NUM_KINDS + grid, (grid > 0).float())
         base = window + blocks
-        out[:, base : base + NUM_KINDS] = self.inventory
-        out[:, base + NUM_KINDS : base + NUM_KINDS + 4].scatter_(1, self.facing[:, None], 1.0)
+        out[:, base : base + NUM_KINDS] = inventory
+        out[:, base + NUM_KINDS : base + NUM_KINDS + 4].scatter_(1, facing[:, None], 1.0)
         # then one constant 0, and the task one-hot when task_in_obs
         if self.task_in_obs:
-            out[:, NUM_FEATURES:].scatter_(1, self.task[:, None], 1.0)
+            out[:, NUM_FEATURES:].scatter_(1, task[:, None], 1.0)
         return out
+
+    def _observe_reset(self, obs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
+        # _reset_state has just found the reset rows on the host: observe only those
+        rows = self._reset_rows_index
+        return obs if rows.numel() == 0 else obs.index_copy(0, rows, self._observe(rows))
 
     def _render_ansi(self, index: int) -> str:
         chars = {0: ".", KIND["boundary"]: "#", KIND["water"]: "~", KIND["stone"]: "%",

@@ -31,8 +31,8 @@ class Grouping:
     sorted row). Reusable across layers and across inventories sharing the per-sample index.
     (``index_select`` is used throughout: on CPU it is ~4× faster than advanced indexing.)"""
 
-    order: torch.Tensor
-    inverse: torch.Tensor
+    order: torch.Tensor | None
+    inverse: torch.Tensor | None
     offsets: torch.Tensor
     sorted_index: torch.Tensor
 
@@ -44,11 +44,25 @@ class Grouping:
         counts = torch.bincount(index, minlength=num_modules)
         return cls(order, inverse, torch.cumsum(counts, 0).to(torch.int32), index.index_select(0, order))
 
+    @classmethod
+    def presorted(cls, sorted_index: torch.Tensor, num_modules: int) -> Grouping:
+        """A batch whose rows are already in module order (``sorted_index`` non-decreasing), e.g.
+        gathered that way from a rollout buffer with :func:`rows_by_module`: sort and unsort are
+        the identity, so the wide input is not copied a second time."""
+        counts = torch.bincount(sorted_index.long(), minlength=num_modules)
+        return cls(None, None, torch.cumsum(counts, 0).to(torch.int32), sorted_index.long())
+
     def sort(self, x: torch.Tensor) -> torch.Tensor:
-        return _Permute.apply(x, self.order, self.inverse)
+        return x if self.order is None else _Permute.apply(x, self.order, self.inverse)
 
     def unsort(self, y: torch.Tensor) -> torch.Tensor:
-        return _Permute.apply(y, self.inverse, self.order)
+        return y if self.order is None else _Permute.apply(y, self.inverse, self.order)
+
+
+def rows_by_module(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+    """``rows`` (positions in a batch whose module is ``index[row]``) reordered by module, stably:
+    gathering a buffer's rows in this order yields a batch for :meth:`Grouping.presorted`."""
+    return rows.index_select(0, torch.argsort(index.index_select(0, rows), stable=True))
 
 
 class _Permute(torch.autograd.Function):
@@ -345,6 +359,10 @@ class ValueHeads(nn.Module):
     def __init__(self, num_heads: int, in_dim: int, hidden: int = 0, activation: str = "relu"):
         super().__init__()
         self.net = StackedMLP(num_heads, in_dim, 1, hidden or in_dim, 2 if hidden else 1, activation)
+
+    @property
+    def num_heads(self) -> int:
+        return self.net.num_modules
 
     def forward(self, x: torch.Tensor, index: torch.Tensor, grouping: Grouping | None = None) -> torch.Tensor:
         return self.net(x, index, grouping).squeeze(-1)

@@ -108,6 +108,12 @@ class TorchVectorEnv(VectorEnv):
     def _observe(self) -> Obs:
         raise NotImplementedError
 
+    def _observe_reset(self, obs: Obs, reset: torch.Tensor) -> Obs:
+        """The observation after the rows in ``reset`` were reset, given ``obs`` from just before
+        (default: observe every row again; an env whose ``_reset_state`` already finds the reset
+        rows on the host may observe only those)."""
+        return self._observe()
+
     def _success(self, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
         """Whether an episode ending at this step solved its task (default: it terminated)."""
         return terminated
@@ -176,7 +182,7 @@ class TorchVectorEnv(VectorEnv):
             info["final_obs"] = obs
             info["_final_obs"] = done
             self._reset_rows(done, new_run=False)
-            obs = self._observe()
+            obs = self._observe_reset(obs, done)
         else:
             self._done = done
         return obs, reward, terminated, truncated, info

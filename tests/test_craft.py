@@ -66,6 +66,20 @@ def test_lock_step_with_the_reference(seed):
     assert sum(alive) < n  # some episodes did end
 
 
+def test_same_step_autoreset_observes_the_new_episodes():
+    # SAME_STEP re-observes only the rows it reset; every row must still read the current state
+    env = CraftVectorEnv(64, split="all")
+    obs, _ = env.reset(seed=3)
+    resets = 0
+    for actions in biased_actions(64, 150, seed=3):
+        obs, _, terminated, truncated, info = env.step(actions)
+        done = terminated | truncated
+        resets += int(done.sum())
+        assert torch.equal(obs, env._observe())
+        assert torch.equal(info["final_obs"][~done], obs[~done])
+    assert resets > 20
+
+
 def test_solving_a_task_by_hand_gives_the_reward():
     # make[plank]: get wood, use workshop0 — placed next to the agent by hand
     env = CraftVectorEnv(1, tasks=["make[plank]"], autoreset_mode=AutoresetMode.DISABLED)
