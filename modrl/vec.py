@@ -5,7 +5,9 @@ pure, batched pieces (no Python loop over environments, no host sync):
 
 - ``_reset_state(mask)``: re-initialise the rows where ``mask`` is True (masked writes);
 - ``_step_state(actions) -> (reward, terminated)``: advance every row by one step;
-- ``_observe() -> obs``: the observation of every row.
+- ``_observe() -> obs``: the observation of every row;
+- optionally ``_observe_reset(obs, reset) -> obs``: the observation after a SAME_STEP autoreset
+  of the rows in ``reset`` (default: ``_observe()`` again; Craft re-observes only those rows).
 
 This base class does everything else the Gymnasium 1.x vector API asks for: the three
 ``AutoresetMode`` s (``SAME_STEP`` default, ``NEXT_STEP``, ``DISABLED`` with
