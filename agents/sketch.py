@@ -421,11 +421,11 @@ class PolicySketches(OnPolicyAlgorithm):
         idx = rows_by_module(torch.nonzero(buf["trainable"][:T].flatten()).squeeze(-1), modules)
         where_live = torch.full_like(critic, -1).index_copy_(0, live_rows, torch.arange(live_rows.numel(), device=self.device))
         value = value_live.index_select(0, where_live.index_select(0, idx))  # trainable ticks are live
-        values = torch.zeros(critic.numel(), device=self.device).index_copy_(0, live_rows, value_live.detach()).view(T, -1)
         if cfg.advantage == "mc":  # the original: Monte-Carlo return to go − critic
             returns = discounted_returns(rewards, ended, next_value, cfg.gamma)
             advantage = None
         else:  # GAE over every tick (forced STOPs included), then only trainable ticks are used
+            values = torch.zeros(critic.numel(), device=self.device).index_copy_(0, live_rows, value_live.detach()).view(T, -1)
             advantages, returns = generalized_advantages(rewards, values, ended, next_value, cfg.gamma, cfg.gae_lambda)
             advantage = advantages.flatten().index_select(0, idx)
         obs = all_obs.index_select(0, idx)

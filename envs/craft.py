@@ -177,7 +177,6 @@ class CraftVectorEnv(SketchTaskEnv):
         # Only the rows being reset get a new map (a few % of the batch per step): their indices
         # cost one host sync, far cheaper here than generating N maps and blending.
         rows = torch.nonzero(mask).squeeze(-1)
-        self._reset_rows_index = rows
         k, dev = rows.numel(), self.device
         if k == 0:
             return
@@ -268,8 +267,9 @@ class CraftVectorEnv(SketchTaskEnv):
         return out
 
     def _observe_reset(self, obs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
-        # _reset_state has just found the reset rows on the host: observe only those
-        rows = self._reset_rows_index
+        # observe only the reset rows (_reset_state already syncs with the host to find them,
+        # so finding them again costs little)
+        rows = torch.nonzero(reset).squeeze(-1)
         return obs if rows.numel() == 0 else obs.index_copy(0, rows, self._observe(rows))
 
     def _render_ansi(self, index: int) -> str:

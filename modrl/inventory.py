@@ -41,22 +41,26 @@ class Grouping:
         index = index.long()
         order = torch.argsort(index, stable=True)
         inverse = torch.empty_like(order).scatter_(0, order, torch.arange(order.numel(), device=order.device))
-        counts = torch.bincount(index, minlength=num_modules)
-        return cls(order, inverse, torch.cumsum(counts, 0).to(torch.int32), index.index_select(0, order))
+        return cls(order, inverse, _segment_ends(index, num_modules), index.index_select(0, order))
 
     @classmethod
     def presorted(cls, sorted_index: torch.Tensor, num_modules: int) -> Grouping:
         """A batch whose rows are already in module order (``sorted_index`` non-decreasing), e.g.
         gathered that way from a rollout buffer with :func:`rows_by_module`: sort and unsort are
         the identity, so the wide input is not copied a second time."""
-        counts = torch.bincount(sorted_index.long(), minlength=num_modules)
-        return cls(None, None, torch.cumsum(counts, 0).to(torch.int32), sorted_index.long())
+        sorted_index = sorted_index.long()
+        return cls(None, None, _segment_ends(sorted_index, num_modules), sorted_index)
 
     def sort(self, x: torch.Tensor) -> torch.Tensor:
         return x if self.order is None else _Permute.apply(x, self.order, self.inverse)
 
     def unsort(self, y: torch.Tensor) -> torch.Tensor:
         return y if self.order is None else _Permute.apply(y, self.inverse, self.order)
+
+
+def _segment_ends(index: torch.Tensor, num_modules: int) -> torch.Tensor:
+    """int32 end offsets of the M module segments of a batch sorted by ``index``."""
+    return torch.cumsum(torch.bincount(index, minlength=num_modules), 0).to(torch.int32)
 
 
 def rows_by_module(rows: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
