@@ -80,6 +80,9 @@ class OptionCriticConfig:
     """ξ, the margin added to the termination advantage."""
     deliberation_cost: float = 0.0
     """η: subtracted from the reward at each switch and added to the termination advantage."""
+    deliberation_costs: list[float] | None = None
+    """η per run (``num_runs`` entries), overriding ``deliberation_cost``: a sweep over η trains
+    all its values side by side in one batch."""
     entropy_coef: float = 0.0
     baseline: bool = True
     """Subtract Q_Ω(s, ω) in the intra-option policy gradient."""
@@ -100,6 +103,11 @@ class OptionCriticConfig:
     ppo_epochs: int = 4
     ppo_minibatches: int = 4
     clip_coef: float = 0.2
+
+    def __post_init__(self):
+        if self.deliberation_costs is not None and len(self.deliberation_costs) != self.num_runs:
+            raise ValueError(f"deliberation_costs has {len(self.deliberation_costs)} entries; "
+                             f"it needs one per run (num_runs = {self.num_runs})")
 
 
 class OptionCriticNet(nn.Module):
@@ -189,6 +197,9 @@ class OptionCritic(OnPolicyAlgorithm):
         self.cfg = cfg
         n, dev = env.num_envs, self.device
         self.run = torch.arange(n, device=dev) % cfg.num_runs
+        etas = cfg.deliberation_costs if cfg.deliberation_costs is not None else [cfg.deliberation_cost] * cfg.num_runs
+        self.eta = torch.tensor(etas, dtype=torch.float32, device=dev)[self.run]
+        """η of each env's run."""
         self.policy = OptionCriticNet(env.single_observation_space, int(env.single_action_space.n), cfg).to(dev)
         net = self.policy
         groups = [
@@ -202,6 +213,8 @@ class OptionCritic(OnPolicyAlgorithm):
         self.optimizer = opt_cls(groups, lr=cfg.lr_critic)
         self.controller = CallAndReturn(n, Halting(cfg.max_option_steps), cfg.gamma, dev)
         self.metrics = ModularityMetrics(1, cfg.num_options, device=dev)
+        self.run_options = torch.zeros(cfg.num_runs, 2, dtype=torch.float64, device=dev)
+        """Per run since the last :meth:`option_duration_per_run`: options completed, their steps."""
         self.prev_option = torch.zeros(n, dtype=torch.long, device=dev)
         self.episode_start = torch.ones(n, dtype=torch.bool, device=dev)
         self._termination_counts = None
@@ -280,11 +293,13 @@ class OptionCritic(OnPolicyAlgorithm):
             done = terminated | truncated
             arrival, f_arrival, beta, stop = self.terminations(next_obs, done, info, run, option)
             # deliberation cost at a switch (not at the episode's end), bootstrap on truncation
-            reward_train = reward - cfg.deliberation_cost * (stop & ~done).float()
+            reward_train = reward - self.eta * (stop & ~done).float()
             u = self.u_value(f_arrival, run, beta, option)
             reward_train = reward_train + cfg.gamma * torch.where(truncated, u, 0.0)
             transition, halt, _ = ctrl.step(stop, reward, terminated, truncated)
             self.metrics.record_step(transition)
+            ended = transition.completed.double()
+            self.run_options.index_add_(0, run, torch.stack([ended, transition.duration.double() * ended], -1))
             self._count_terminations(arrival, halt & ~done)
 
             b["obs"][t], b["arrival"][t], b["option"][t], b["action"][t] = obs, arrival, option, action
@@ -355,7 +370,7 @@ class OptionCritic(OnPolicyAlgorithm):
         feat = net.features(b["obs"].flatten(0, 1), runs)
         q = net.q_values(feat, runs)
         v = self.value(q, feat, runs)
-        margin = cfg.termination_reg + cfg.deliberation_cost
+        margin = cfg.termination_reg + self.eta.repeat(T)
         if cfg.termination_convention == "arrival":
             # β_{ω_t}(s_{t+1}) · (Q_Ω(s_{t+1}, ω_t) − V(s_{t+1}) + ξ + η); none when s_{t+1} ended the episode
             adv_term = q_next.gather(-1, option[:, None]).squeeze(-1) - v_next + margin
@@ -438,6 +453,13 @@ class OptionCritic(OnPolicyAlgorithm):
         if term_map is not None:
             out["options/termination_map"] = term_map
         return out
+
+    def option_duration_per_run(self, reset: bool = True) -> torch.Tensor:
+        """Mean option duration of each run [R] since the last call (NaN where none completed)."""
+        runs, steps = self.run_options.cpu().clone().unbind(-1)
+        if reset:
+            self.run_options.zero_()
+        return torch.where(runs > 0, steps / runs.clamp_min(1), float("nan"))
 
     def _count_terminations(self, arrival: torch.Tensor, terminated_option: torch.Tensor) -> None:
         if not self.policy.one_hot:

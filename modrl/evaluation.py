@@ -46,19 +46,23 @@ def seeded_sampling(seed: int, device: str | torch.device):
 
 
 @torch.no_grad()
-def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = False) -> dict[str, Any]:
+def evaluate(agent, env, episodes: int, *, seed: int, deterministic: bool = False,
+             groups: torch.Tensor | None = None) -> dict[str, Any]:
     """Run ``episodes`` episodes of ``agent`` on the SAME_STEP batched ``env``; return summary stats.
-    ``seed`` seeds the env and the action sampling, so an evaluation is repeatable."""
+    ``seed`` seeds the env and the action sampling, so an evaluation is repeatable. ``groups`` (one
+    integer label per env row, e.g. the η of an option-critic run) adds ``per_group`` statistics."""
+    if groups is not None and tuple(groups.shape) != (env.num_envs,):
+        raise ValueError(f"groups must have one label per env row: shape ({env.num_envs},), got {tuple(groups.shape)}")
     with seeded_sampling(seed, env.device):
-        return _run_episodes(agent, env, episodes, seed=seed, deterministic=deterministic)
+        return _run_episodes(agent, env, episodes, seed=seed, deterministic=deterministic, groups=groups)
 
 
-def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool) -> dict[str, Any]:
+def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool, groups=None) -> dict[str, Any]:
     n = env.num_envs
     quota = torch.full((n,), episodes // n, dtype=torch.long, device=env.device)
     quota[: episodes % n] += 1
     finished = torch.zeros(n, dtype=torch.long, device=env.device)
-    returns, lengths, successes, tasks = [], [], [], []
+    returns, lengths, successes, tasks, rows = [], [], [], [], []
     env.check_actions = False
     # Agents with call-and-return state (options) evaluate through an actor of their own.
     actor = agent.make_actor(n) if hasattr(agent, "make_actor") else None
@@ -79,6 +83,7 @@ def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool) 
             successes.append(ep["success"][counted].float())
             if "task" in ep:
                 tasks.append(ep["task"][counted])
+            rows.append(counted.nonzero().squeeze(-1))
             finished += counted.long()
             if bool((finished >= quota).all()):
                 break
@@ -95,9 +100,19 @@ def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool) 
             k = int(sel.sum())
             lo_t, hi_t = wilson_interval(float(s[sel].sum()), k)
             per_task[names[t] if names else str(t)] = {"episodes": k, "success_rate": float(s[sel].mean()), "success_ci95": [lo_t, hi_t]}
+    per_group = {}
+    if groups is not None and rows:
+        group = groups.cpu()[torch.cat(rows).cpu()]
+        for g in group.unique().tolist():
+            sel = group == g
+            k = int(sel.sum())
+            lo_g, hi_g = wilson_interval(float(s[sel].sum()), k)
+            per_group[g] = {"episodes": k, "success_rate": float(s[sel].mean()), "success_ci95": [lo_g, hi_g],
+                            "length_mean": float(l[sel].mean()), "return_mean": float(r[sel].mean())}
     return {
         "episodes": count,
         **({"per_task": per_task} if per_task else {}),
+        **({"per_group": per_group} if per_group else {}),
         "return_mean": float(r.mean()) if count else float("nan"),
         "return_ci95": Z95 * std / math.sqrt(count) if count else float("nan"),
         "success_rate": float(s.mean()) if count else float("nan"),

@@ -146,6 +146,61 @@ def test_independent_runs_do_not_share_updates():
     assert rows[0].item() == pytest.approx(-1.0) and (rows[1:] == 0).all()  # only run 0 saw a reward
 
 
+def test_per_run_deliberation_costs_charge_each_run_its_own_eta():
+    # A2OC: η is subtracted from the reward at a switch and added to the termination advantage. With
+    # one η per run (the batched sweep), run r is charged η_r and nothing else changes: the same seed
+    # gives the same rollout, so the buffers differ exactly by η_r at the switches.
+    etas = [0.0, 0.5, 0.25]
+    rollouts = {}
+    for costs in (None, etas):
+        torch.manual_seed(3)
+        agent = make_agent(num_envs=6, steps=64, num_runs=3, num_options=2, deliberation_costs=costs)
+        agent._rollout()
+        rollouts[costs is None] = agent, {k: v.clone() for k, v in agent.buf.items()}, agent.targets()
+    (free, b0, t0), (charged, b1, t1) = rollouts[True], rollouts[False]
+    assert torch.equal(b0["action"], b1["action"]) and torch.equal(b0["option"], b1["option"])
+    eta = torch.tensor(etas)[torch.arange(6) % 3]
+    charge = b0["reward"] - b1["reward"]  # [T, N]: η_r at a switch, 0 elsewhere
+    switched = charge != 0
+    assert torch.allclose(charge[switched], eta.expand_as(charge)[switched])
+    assert not switched[:, eta == 0].any() and switched[:, eta > 0].sum() > 10
+    # The switches are the option changes within an episode (the option that followed a termination
+    # may be drawn again, so a switch need not change the option).
+    changed = (b0["option"][1:] != b0["option"][:-1]) & ~b0["done"][:-1]
+    assert not changed[:, eta > 0].logical_and(~switched[:-1, eta > 0]).any()
+    assert torch.allclose(t1["adv_term"] - t0["adv_term"], eta.repeat(64), atol=1e-6)
+
+
+def test_deliberation_costs_need_one_entry_per_run():
+    with pytest.raises(ValueError, match="one per run"):
+        OptionCriticConfig(num_runs=2, deliberation_costs=[0.0, 0.01, 0.02])
+
+
+def test_option_durations_per_run_pool_to_the_logged_duration():
+    torch.manual_seed(0)
+    agent = make_agent(num_envs=8, steps=50, num_runs=4, num_options=4)
+    agent.train_iteration()
+    per_run = agent.option_duration_per_run(reset=False)
+    runs, steps = agent.run_options.unbind(-1)
+    assert per_run.shape == (4,) and (per_run >= 1).all()
+    assert float(steps.sum() / runs.sum()) == pytest.approx(agent.log_extras()["options/duration"])
+    agent.option_duration_per_run()
+    assert agent.option_duration_per_run().isnan().all()  # reset: nothing completed since
+
+
+def test_evaluation_groups_split_the_episodes_by_env_row():
+    agent = make_agent(num_envs=4, num_runs=2, num_options=2)
+    env = FourRoomsVectorEnv(8, max_episode_steps=50)
+    group = torch.tensor([0, 1] * 4)
+    result = evaluate(agent, env, 200, seed=1, groups=group)
+    per_group = result["per_group"]
+    assert sorted(per_group) == [0, 1] and sum(g["episodes"] for g in per_group.values()) == 200
+    pooled = sum(g["success_rate"] * g["episodes"] for g in per_group.values()) / 200
+    assert pooled == pytest.approx(result["success_rate"])
+    with pytest.raises(ValueError, match="one label per env row"):
+        evaluate(agent, env, 10, seed=1, groups=torch.zeros(3, dtype=torch.long))
+
+
 def test_ppoc_surrogates_equal_the_policy_gradient_at_the_rollout_policy():
     # PPOC: at the policy that collected the data every ratio is 1, so the clipped surrogates of the
     # intra-option policies and of the learned π_Ω have the plain policy gradient's gradient.
