@@ -34,12 +34,14 @@ def main(argv: list[str] | None = None) -> list[dict]:
     p.add_argument("--steps", type=int, default=1_000_000, help="env steps per run")
     p.add_argument("--eval-episodes", type=int, default=1000, help="evaluation episodes per η")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the tensors are tiny: 1 is fastest)")
     p.add_argument("--progress-every", type=float, default=60.0, help="seconds between progress lines")
     p.add_argument("--out", default="docs")
     args = p.parse_args(argv)
     if args.runs < 1 or args.steps < 1:
         p.error("--runs and --steps must be positive")
 
+    torch.set_num_threads(args.threads)
     cfg = load_config(CONFIG)  # a clear ConfigError if the repository's configs/ is not there
     etas, runs = args.etas, args.runs
     total_runs = len(etas) * runs

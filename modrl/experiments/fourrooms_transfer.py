@@ -75,8 +75,10 @@ def main() -> None:
     p.add_argument("--max-steps", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--max-seconds", type=float, default=3600.0, help="wall-time budget per agent")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the tensors are tiny: 1 is fastest)")
     p.add_argument("--out", default="docs")
     args = p.parse_args()
+    torch.set_num_threads(args.threads)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     results = {"runs": args.runs, "episodes": args.episodes, "switch": args.switch, "seed": args.seed, "agents": {}}
