@@ -83,7 +83,8 @@ def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool, 
             successes.append(ep["success"][counted].float())
             if "task" in ep:
                 tasks.append(ep["task"][counted])
-            rows.append(counted.nonzero().squeeze(-1))
+            if groups is not None:
+                rows.append(counted.nonzero().squeeze(-1))
             finished += counted.long()
             if bool((finished >= quota).all()):
                 break
