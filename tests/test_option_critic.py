@@ -253,3 +253,17 @@ def test_ppoc_learns_four_rooms():
     assert result["success_rate"] >= 0.95, result  # random policy: 0.24
     assert result["length_mean"] <= 35, result
     assert extras["options/duration"] > 1.5, extras
+
+
+def test_deliberation_sweep_reports_every_eta(tmp_path):
+    from modrl.experiments import deliberation_sweep
+
+    threads = torch.get_num_threads()
+    try:
+        rows = deliberation_sweep.main(["--runs", "2", "--steps", "500", "--eval-episodes", "20", "--etas", "0", "0.05",
+                                        "--out", str(tmp_path)])
+    finally:
+        torch.set_num_threads(threads)  # the sweep sets its own
+    assert [r["eta"] for r in rows] == [0.0, 0.05]
+    assert all(math.isfinite(r["option_duration"]) and r["option_duration"] >= 1 and r["eval_episodes"] == 20 for r in rows)
+    assert (tmp_path / "deliberation_sweep.json").exists()
