@@ -85,6 +85,10 @@ class SketchConfig:
     """``per_symbol``: one sub-policy per sketch symbol (the modular agent); ``joint``: the paper's
     joint baseline, one shared policy whose input also holds a one-hot encoding of the whole sketch
     (the original's ``featurize_plan``), same STOP mechanism and critics."""
+    init: Literal["torch", "unit_scaling"] = "torch"
+    """Initial weights of the sub-policies and critics: ``torch``'s default (uniform ±1/√fan_in) or
+    the original's ``unit_scaling`` (TF's uniform unit scaling, factor 1.43: ±1.43·√(3/fan_in));
+    biases 0 and the STOP bias ``stop_bias`` in both."""
     critic: Literal["task", "task_step"] = "task"
     """The original's critic is linear in the features, one per task; ``task_step`` keeps one per
     (task, sketch step), so the baseline knows how far along the sketch the episode is."""
@@ -140,6 +144,11 @@ class PolicySketches(OnPolicyAlgorithm):
             "subpolicies": PolicyInventory(1 if self.joint else self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
             "critics": ValueHeads(critic_heads, features),
         })
+        if cfg.init == "unit_scaling":
+            self.policy["subpolicies"].net.unit_scaling_()
+            self.policy["critics"].net.unit_scaling_()
+            with torch.no_grad():
+                self.policy["subpolicies"].net.biases[-1][:, self.stop_action] = cfg.stop_bias
         if self.learned:  # per-task linear controller over the modules + TERMINATE, starting uniform
             router = StackedMLP(self.num_tasks, features, self.num_symbols + 1, features, 1, "relu")
             for p in router.parameters():

@@ -172,6 +172,16 @@ class StackedMLP(nn.Module):
                 w[sl].uniform_(-bound, bound)
                 b[sl].zero_()
 
+    def unit_scaling_(self, factor: float = 1.43) -> None:
+        """Re-initialise every weight uniform in ±factor·√(3 / fan_in), biases 0: TF 1's
+        ``uniform_unit_scaling_initializer(factor)``, which the policy-sketch original uses for all
+        its layers with factor 1.43 (``models/net.py``, ``RELU_SCALE``) — ≈ 2.5× torch's default bound."""
+        with torch.no_grad():
+            for w, b in zip(self.weights, self.biases):
+                bound = factor * math.sqrt(3.0 / w.shape[1])
+                w.uniform_(-bound, bound)
+                b.zero_()
+
     # ------------------------------------------------------------------ forward
     def _use_grouped(self, x: torch.Tensor) -> bool:
         if self.grouped is not None:

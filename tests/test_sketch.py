@@ -114,6 +114,22 @@ def test_restart_optimizer_needs_an_adam_optimizer():
         make(restart_optimizer=True, optimizer="rmsprop")
 
 
+def test_unit_scaling_init_is_the_originals_and_keeps_the_stop_bias():
+    """init: unit_scaling draws every layer's weights in ±1.43·√(3/fan_in) (TF's uniform unit
+    scaling, the original's RELU_SCALE), biases 0 except the STOP logit's."""
+    torch.manual_seed(0)
+    agent = make(init="unit_scaling", stop_bias=-3.0)
+    for stack in (agent.policy["subpolicies"].net, agent.policy["critics"].net):
+        for w, b in zip(stack.weights, stack.biases):
+            bound = 1.43 * (3.0 / w.shape[1]) ** 0.5
+            assert w.abs().max() <= bound and w.abs().max() > 0.9 * bound  # fills the range, not torch's ±1/√fan_in
+            assert w.std().item() > 2.0 / w.shape[1] ** 0.5 / 3**0.5  # ≈ 2.5× torch's default spread
+    biases = agent.policy["subpolicies"].net.biases[-1]
+    stop = agent.stop_action
+    assert (biases[:, stop] == -3.0).all() and (biases[:, :stop] == 0).all()
+    assert all((b == 0).all() for b in agent.policy["subpolicies"].net.biases[:-1])
+
+
 def test_zero_shot_evaluation_on_held_out_sketches(tmp_path, capsys):
     agent = make(num_envs=8)
     result = evaluate(agent, CraftVectorEnv(20, split="heldout"), 60, seed=1)
