@@ -144,11 +144,9 @@ class PolicySketches(OnPolicyAlgorithm):
             "subpolicies": PolicyInventory(1 if self.joint else self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
             "critics": ValueHeads(critic_heads, features),
         })
-        if cfg.init == "unit_scaling":
-            self.policy["subpolicies"].net.unit_scaling_()
-            self.policy["critics"].net.unit_scaling_()
-            with torch.no_grad():
-                self.policy["subpolicies"].net.biases[-1][:, self.stop_action] = cfg.stop_bias
+        if cfg.init == "unit_scaling":  # the original's RELU_SCALE
+            self.policy["subpolicies"].reset_parameters(unit_scaling=1.43)
+            self.policy["critics"].net.reset_parameters(unit_scaling=1.43)
         if self.learned:  # per-task linear controller over the modules + TERMINATE, starting uniform
             router = StackedMLP(self.num_tasks, features, self.num_symbols + 1, features, 1, "relu")
             for p in router.parameters():

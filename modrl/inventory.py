@@ -163,24 +163,18 @@ class StackedMLP(nn.Module):
         self._snapshots: list[torch.Tensor] | None = None
         self.reset_parameters()
 
-    def reset_parameters(self, modules: slice | None = None) -> None:
-        """Kaiming-uniform weights (as ``nn.Linear``), zero biases, for ``modules`` (default all)."""
+    def reset_parameters(self, modules: slice | None = None, unit_scaling: float | None = None) -> None:
+        """Zero biases and uniform weights for ``modules`` (default all): ±1/√fan_in (as
+        ``nn.Linear``), or with ``unit_scaling=f`` ±f·√(3 / fan_in) — TF 1's
+        ``uniform_unit_scaling_initializer(f)``, which the policy-sketch original uses for all its
+        layers with f = 1.43 (``models/net.py``, ``RELU_SCALE``; ≈ 2.5× torch's bound)."""
         sl = modules or slice(None)
         with torch.no_grad():
             for w, b in zip(self.weights, self.biases):
-                bound = 1.0 / math.sqrt(w.shape[1])
+                fan_in = w.shape[1]
+                bound = 1.0 / math.sqrt(fan_in) if unit_scaling is None else unit_scaling * math.sqrt(3.0 / fan_in)
                 w[sl].uniform_(-bound, bound)
                 b[sl].zero_()
-
-    def unit_scaling_(self, factor: float = 1.43) -> None:
-        """Re-initialise every weight uniform in ±factor·√(3 / fan_in), biases 0: TF 1's
-        ``uniform_unit_scaling_initializer(factor)``, which the policy-sketch original uses for all
-        its layers with factor 1.43 (``models/net.py``, ``RELU_SCALE``) — ≈ 2.5× torch's default bound."""
-        with torch.no_grad():
-            for w, b in zip(self.weights, self.biases):
-                bound = factor * math.sqrt(3.0 / w.shape[1])
-                w.uniform_(-bound, bound)
-                b.zero_()
 
     # ------------------------------------------------------------------ forward
     def _use_grouped(self, x: torch.Tensor) -> bool:
@@ -353,9 +347,18 @@ class PolicyInventory(nn.Module):
             raise ValueError(f"halting must be 'action' or 'sigmoid', got {halting!r}")
         self.num_actions = num_actions
         self.halting = halting
+        self.halt_bias = halt_bias
         self.net = StackedMLP(num_modules, in_dim, num_actions + 1, hidden, num_layers, activation)
+        self._set_halt_bias()
+
+    def _set_halt_bias(self) -> None:
         with torch.no_grad():
-            self.net.biases[-1][:, num_actions] = halt_bias
+            self.net.biases[-1][:, self.num_actions] = self.halt_bias
+
+    def reset_parameters(self, unit_scaling: float | None = None) -> None:
+        """Re-draw the weights (``StackedMLP.reset_parameters``), keeping the halting bias."""
+        self.net.reset_parameters(unit_scaling=unit_scaling)
+        self._set_halt_bias()
 
     @property
     def num_modules(self) -> int:
