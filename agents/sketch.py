@@ -39,6 +39,9 @@ from modrl.optim import ModuleAdam, inventory_param_groups
 from modrl.rollout import discounted_returns, generalized_advantages
 from modrl.routing import SketchRouter
 
+RELU_SCALE = 1.43
+"""The original's weight-init factor (``models/net.py``): TF's uniform unit scaling, ±1.43·√(3/fan_in)."""
+
 
 @dataclass
 class SketchConfig:
@@ -144,9 +147,9 @@ class PolicySketches(OnPolicyAlgorithm):
             "subpolicies": PolicyInventory(1 if self.joint else self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
             "critics": ValueHeads(critic_heads, features),
         })
-        if cfg.init == "unit_scaling":  # the original's RELU_SCALE
-            self.policy["subpolicies"].reset_parameters(unit_scaling=1.43)
-            self.policy["critics"].net.reset_parameters(unit_scaling=1.43)
+        if cfg.init == "unit_scaling":
+            self.policy["subpolicies"].reset_parameters(unit_scaling=RELU_SCALE)
+            self.policy["critics"].net.reset_parameters(unit_scaling=RELU_SCALE)
         if self.learned:  # per-task linear controller over the modules + TERMINATE, starting uniform
             router = StackedMLP(self.num_tasks, features, self.num_symbols + 1, features, 1, "relu")
             for p in router.parameters():

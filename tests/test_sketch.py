@@ -304,20 +304,11 @@ def test_policy_sketches_learn_the_maze():
     # Random modules solve them ~1% of the time. With torch's default init: the config's init (the
     # original's unit scaling) is better at the paper's budget but needs ~12M env steps (~3 min on
     # one thread) to get here (docs/results.md, "Maze: a CI-sized budget for both inits").
-    from modrl.config import load_config
-    from modrl.envs.maze import MazeVectorEnv
-    from modrl.trainer import make_agent as build, make_env, seed_everything
+    from modrl.experiments.maze_ci_budget import length_two_success
 
-    cfg = load_config(CONFIGS / "maze_sketch.yaml", ["total_steps=3000000", "agent.init=torch"])
-    seed_everything(1)
-    agent = build(cfg, make_env(cfg.env, "cpu"))
-    agent.start(1)
-    while not agent.finished:
-        agent.train_iteration()
-    two = [t for t in agent.env.task_names if len(t) == len("go[LL]")]
-    result = evaluate(agent, MazeVectorEnv(500, tasks=two), 1000, seed=3)
-    print(f"maze length-2 success after 3M steps: {result['success_rate']:.3f}")
-    assert result["success_rate"] >= 0.6, result
+    ((steps, success, _),) = length_two_success("torch", seed=1, marks=[3_000_000])
+    print(f"maze length-2 success after {steps:,} steps: {success:.3f}")
+    assert steps >= 3_000_000 and success >= 0.6, success
 
 
 def test_maze_budget_script_evaluates_at_each_mark(capsys):
