@@ -14,6 +14,8 @@ import argparse
 import time
 from collections.abc import Iterator
 
+import torch
+
 from modrl.config import load_config
 from modrl.envs.maze import MazeVectorEnv
 from modrl.evaluation import evaluate
@@ -21,10 +23,21 @@ from modrl.experiments.sketch_reproduction import CONFIGS
 from modrl.trainer import make_agent, make_env, seed_everything
 
 
-def length_two_success(init: str, seed: int, marks: list[int]) -> Iterator[tuple[int, float, float]]:
+def length_two_success(init: str, seed: int, marks: list[int], threads: int = 1) -> Iterator[tuple[int, float, float]]:
     """Train maze_sketch.yaml with ``agent.init=init`` up to the last of ``marks`` (env steps);
-    at each mark yield (env steps, length-2 success rate, training seconds so far)."""
-    marks = sorted(marks)
+    at each mark yield (env steps, length-2 success rate, training seconds so far).
+
+    Runs on ``threads`` torch threads (restored afterwards): float reductions, hence the run,
+    depend on the thread count, so the same call gives the same number on any core count."""
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield from _length_two_success(init, seed, sorted(marks))
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _length_two_success(init: str, seed: int, marks: list[int]) -> Iterator[tuple[int, float, float]]:
     cfg = load_config(CONFIGS / "maze_sketch.yaml", [f"total_steps={marks[-1]}", f"agent.init={init}", f"seed={seed}"])
     seed_everything(seed)
     agent = make_agent(cfg, make_env(cfg.env, "cpu"))
@@ -46,10 +59,12 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--init", default="torch", help="agent.init: torch or unit_scaling")
     p.add_argument("--seed", type=int, default=1)
     p.add_argument("--steps", type=float, nargs="+", default=[3, 4, 5, 6], help="millions of env steps")
+    p.add_argument("--threads", type=int, default=1, help="torch threads (the CI test uses 1)")
     args = p.parse_args(argv)
 
-    for steps, success, seconds in length_two_success(args.init, args.seed, [int(m * 1e6) for m in args.steps]):
-        print(f"init={args.init} seed={args.seed} env_steps={steps:,} "
+    marks = [int(m * 1e6) for m in args.steps]
+    for steps, success, seconds in length_two_success(args.init, args.seed, marks, args.threads):
+        print(f"init={args.init} seed={args.seed} threads={args.threads} env_steps={steps:,} "
               f"length-2 success={success:.3f} training={seconds:.0f} s", flush=True)
 
 
