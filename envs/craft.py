@@ -92,6 +92,28 @@ SIZE = 10
 NUM_FEATURES = 2 * 5 * 5 * NUM_KINDS + NUM_KINDS + 4 + 1  # 1076
 
 
+SHOPS = ("workshop0", "workshop1", "workshop2")
+SHOP0 = KIND["workshop0"]  # the workshops' kinds are consecutive
+
+
+def _recipe_tables() -> tuple[torch.Tensor, torch.Tensor]:
+    """RECIPES by workshop, ``[workshop, slot, kind]`` int32: ``need`` (the inputs' counts) and
+    ``gain`` (output one-hot − inputs) of each workshop's recipes in file order; a slot past a
+    workshop's last recipe needs an impossible count, so it never fires."""
+    by_shop = [[(out, needs) for out, shop, needs in RECIPES if shop == name] for name in SHOPS]
+    slots = max(len(r) for r in by_shop)
+    need = torch.zeros(len(SHOPS), slots, NUM_KINDS, dtype=torch.int32)
+    gain = torch.zeros_like(need)
+    for w, recipes in enumerate(by_shop):
+        need[w, len(recipes):, 0] = torch.iinfo(torch.int32).max
+        for j, (out, needs) in enumerate(recipes):
+            for k, count in needs.items():
+                need[w, j, KIND[k]] = count
+            gain[w, j] = -need[w, j]
+            gain[w, j, KIND[out]] += 1
+    return need, gain
+
+
 def goal_item(task: str) -> str:
     return task[task.index("[") + 1 : -1]
 
@@ -140,11 +162,7 @@ class CraftVectorEnv(SketchTaskEnv):
         n, dev = num_envs, self.device
         self.goal_kind = torch.tensor([KIND[goal_item(t)] for t in TASKS], device=dev)
         self._directions = torch.tensor(DIRECTIONS, device=dev)
-        self._unit = torch.eye(NUM_KINDS, dtype=torch.int32, device=dev)
-        self._recipes = [
-            (KIND[out], KIND[shop], torch.tensor([KIND[k] for k in needs], device=dev))
-            for out, shop, needs in RECIPES
-        ]
+        self._recipe_need, self._recipe_gain = (t.to(dev) for t in _recipe_tables())
         # per-env state
         self.grid = torch.zeros(n, SIZE, SIZE, dtype=torch.uint8, device=dev)
         self.pos = torch.zeros(n, 2, dtype=torch.long, device=dev)
@@ -220,18 +238,20 @@ class CraftVectorEnv(SketchTaskEnv):
         self.pos = torch.where((move & (front_kind == 0))[:, None], front, self.pos)
         # USE on the faced cell
         use = actions == USE
-        e = self._unit  # e[k]: the inventory vector with a single 1 at kind k
-        inv = self.inventory
         grab = use & (front_kind >= GRABBABLE_FROM)
-        inv = inv + grab.int()[:, None] * e[front_kind]
+        inv = self.inventory.scatter_add(1, front_kind[:, None], grab.int()[:, None])
         cross = use & (front_kind == KIND["water"]) & (inv[:, KIND["bridge"]] > 0)
-        inv = inv - cross.int()[:, None] * e[KIND["bridge"]]
+        inv[:, KIND["bridge"]] -= cross.int()
         break_stone = use & (front_kind == KIND["stone"]) & (inv[:, KIND["axe"]] > 0)
         clear = grab | cross | break_stone
         flat = flat.scatter(1, front_flat[:, None], torch.where(clear, 0, front_kind).to(torch.uint8)[:, None])
-        for out, shop, needs in self._recipes:  # a loop over the 9 recipes, in file order
-            fire = use & (front_kind == shop) & (inv[:, needs] > 0).all(-1)
-            inv = inv + fire.int()[:, None] * (e[out] - e[needs].sum(0))
+        # at a workshop, its recipes in file order (an env faces one workshop: slot j is its j-th)
+        at_shop = use & (front_kind >= SHOP0) & (front_kind < SHOP0 + len(SHOPS))
+        shop = (front_kind - SHOP0).clamp(0, len(SHOPS) - 1)
+        need, gain = self._recipe_need.index_select(0, shop), self._recipe_gain.index_select(0, shop)
+        for j in range(need.shape[1]):
+            fire = at_shop & (inv >= need[:, j]).all(-1)
+            inv = inv + fire.int()[:, None] * gain[:, j]
         self.inventory = inv
         self.grid = flat.view(n, SIZE, SIZE)
 
