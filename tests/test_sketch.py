@@ -300,18 +300,19 @@ def test_learned_routing_terminates_and_adapts_from_a_trained_inventory(tmp_path
 
 def test_policy_sketches_learn_the_maze():
     # A real learning run (CI-sized): configs/maze_sketch.yaml (the modular agent, the fast learner,
-    # the curriculum) for 3M env steps, in which the curriculum stays on the length-2 sketches.
+    # the curriculum) for 4M env steps, in which the curriculum stays on the length-2 sketches.
     # Random modules solve them ~1% of the time. With torch's default init: the config's init (the
     # original's unit scaling) is better at the paper's budget but needs ~12M env steps (~3 min on
     # one thread) to get here (docs/results.md, "Maze: a CI-sized budget for both inits"). One torch
-    # thread whatever the machine's cores: the run depends on the thread count (seed 1: 0.838 on one,
-    # 0.640 on two, on session 13's machine) and on the CPU's kernels (seed 1: 0.705 on one thread of
-    # session 14's AVX2-only machine, seeds 2-5 there 0.707, 0.641, 0.527, 0.592).
+    # thread whatever the machine's cores: the run depends on the thread count and on the CPU's
+    # kernels. Measured on one thread of session 14's machine (docs/results.md), seeds 1-5 at 3M /
+    # 4M env steps: 0.705 / 0.859, 0.707 / 0.799, 0.641 / 0.655, 0.527 / 0.675, 0.592 / 0.625 —
+    # every seed passes at 4M (two did not at 3M); this test runs seed 1.
     from modrl.experiments.maze_ci_budget import length_two_success
 
-    ((steps, success, _),) = length_two_success("torch", seed=1, marks=[3_000_000])
+    ((steps, success, _),) = length_two_success("torch", seed=1, marks=[4_000_000])
     print(f"maze length-2 success after {steps:,} steps: {success:.3f}")
-    assert steps >= 3_000_000 and success >= 0.6, success
+    assert steps >= 4_000_000 and success >= 0.6, success
 
 
 def test_maze_budget_script_evaluates_at_each_mark(capsys):
