@@ -327,9 +327,10 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     from modrl.experiments.sketch_reproduction import main as reproduce
 
     reproduce(["--seeds", "3", "--episodes", "32", "--eval-episodes", "40", "--adaptation-episodes", "16",
-               "--num-envs", "16", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
+               "--num-envs", "16", "--threads", "1", "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path)])
     summary = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())
     (row,) = summary["rows"]
+    assert summary["threads_per_seed"] == 1
     assert row["episodes"] == 32 and set(row["zero_shot_per_task"]) == {"make[bed]", "make[axe]"}
     assert len(row["multitask_per_task"]) == 8 and set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
     assert summary["seeds_short_of_the_longest_sketch"] == 1  # 32 episodes do not get far

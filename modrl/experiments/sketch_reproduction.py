@@ -130,7 +130,10 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=3_000_000, help="training episodes per seed (the paper: 3M)")
     p.add_argument("--eval-episodes", type=int, default=10_000)
     p.add_argument("--adaptation-episodes", type=int, default=0, help="0: no adaptation runs")
-    p.add_argument("--parallel", type=int, default=1, help="seeds trained at once, one thread each")
+    p.add_argument("--parallel", type=int, default=1, help="seeds trained at once")
+    p.add_argument("--threads", type=int, default=0,
+                   help="torch threads per seed (0: 1 with --parallel > 1, else torch's default); a run's "
+                        "numbers depend on its thread count, so keep it when resuming or comparing seeds")
     p.add_argument("--num-envs", type=int, default=0, help="envs per run (training and adaptation); 0: the configs'")
     p.add_argument("--progress-every", type=float, default=60.0,
                    help="seconds between each run's one-line progress reports (0: none)")
@@ -147,7 +150,9 @@ def main(argv: list[str] | None = None) -> None:
     heldout = "heldout" in getattr(env, "SPLITS", {}) and cfg.env.kwargs.get("split") == "train"
     import torch
 
-    threads = 1 if args.parallel > 1 else torch.get_num_threads()
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
+    threads = args.threads or (1 if args.parallel > 1 else torch.get_num_threads())
     jobs = [{"seed": s, "config": args.config, "overrides": args.set, "episodes": args.episodes,
              "eval_episodes": args.eval_episodes, "heldout": heldout, "run_root": args.run_root,
              "adaptation_episodes": args.adaptation_episodes, "adaptation_config": args.adaptation_config,
@@ -162,7 +167,7 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = {"config": args.config, "overrides": args.set, "episodes_per_seed": args.episodes,
                "eval_episodes": args.eval_episodes, "seeds": args.seeds, "wall_seconds": round(wall, 1),
-               "parallel": args.parallel, "rows": rows}
+               "parallel": args.parallel, "threads_per_seed": threads, "rows": rows}
     summary["seeds_short_of_the_longest_sketch"] = sum(r["max_length"] < longest for r in rows)
     lines = ["| measure | mean ± 95% CI over seeds | per seed |", "|---|---|---|"]
     for key in ("multitask", "zero_shot", "adaptation"):
