@@ -63,10 +63,15 @@ def cmd_eval(args) -> int:
 
 
 def bench_env(env_id: str, num_envs: int, device: str, steps: int, warmup: int = 10) -> float:
-    """Random-action steps/s of a batched modrl env (actions drawn on the device)."""
+    """Random-action steps/s of a batched modrl env (actions drawn on the device), with the CPU
+    allocator set as ``modrl train`` sets it (glibc's default mmap threshold makes each step's fresh
+    observation batch page-fault or not depending on the allocation history: 2x either way)."""
     import gymnasium as gym
 
     import modrl.envs  # noqa: F401
+    from modrl.perf import configure_cpu_allocator
+
+    configure_cpu_allocator()
 
     if env_id not in gym.registry or gym.registry[env_id].vector_entry_point is None:
         raise ConfigError(f"unknown batched environment {env_id!r}; see `modrl list`")
