@@ -28,7 +28,8 @@ def length_two_success(init: str, seed: int, marks: list[int], threads: int = 1)
     at each mark yield (env steps, length-2 success rate, training seconds so far).
 
     Runs on ``threads`` torch threads (restored afterwards): float reductions, hence the run,
-    depend on the thread count, so the same call gives the same number on any core count."""
+    depend on the thread count, so the same call gives the same number whatever the machine's core
+    count (not across CPUs whose float kernels differ: docs/results.md)."""
     previous = torch.get_num_threads()
     torch.set_num_threads(threads)
     try:
@@ -61,6 +62,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--steps", type=float, nargs="+", default=[3, 4, 5, 6], help="millions of env steps")
     p.add_argument("--threads", type=int, default=1, help="torch threads (the CI test uses 1)")
     args = p.parse_args(argv)
+    if args.threads < 1:
+        p.error(f"--threads must be >= 1, got {args.threads}")
 
     marks = [int(m * 1e6) for m in args.steps]
     for steps, success, seconds in length_two_success(args.init, args.seed, marks, args.threads):
