@@ -35,10 +35,12 @@ def biased_actions(n, steps, seed):
     return torch.multinomial(probs.expand(n, -1), steps, replacement=True, generator=g).T
 
 
-@pytest.mark.parametrize("seed", [0, 1, 2])
-def test_lock_step_with_the_reference(seed):
+@pytest.mark.parametrize("seed, static_shapes", [(0, False), (1, False), (2, False), (0, True)])
+def test_lock_step_with_the_reference(seed, static_shapes):
+    # static_shapes: resets draw maps for every row and keep the masked ones (the running rows,
+    # compared here, must not change)
     n = 24
-    env = CraftVectorEnv(n, split="all", autoreset_mode=AutoresetMode.DISABLED)
+    env = CraftVectorEnv(n, split="all", autoreset_mode=AutoresetMode.DISABLED, static_shapes=static_shapes)
     env.reset(seed=seed)
     refs = references(env)
     alive = [True] * n
@@ -66,9 +68,10 @@ def test_lock_step_with_the_reference(seed):
     assert sum(alive) < n  # some episodes did end
 
 
-def test_same_step_autoreset_observes_the_new_episodes():
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_same_step_autoreset_observes_the_new_episodes(static_shapes):
     # SAME_STEP re-observes only the rows it reset; every row must still read the current state
-    env = CraftVectorEnv(64, split="all")
+    env = CraftVectorEnv(64, split="all", static_shapes=static_shapes)
     obs, _ = env.reset(seed=3)
     resets = 0
     for actions in biased_actions(64, 150, seed=3):
@@ -142,10 +145,19 @@ def test_one_use_can_fire_several_recipes_and_water_needs_a_bridge():
     assert env.grid[0, 4, 5].item() == 0 and env.inventory[0, KIND["bridge"]].item() == 0
 
 
+@pytest.mark.parametrize("static_shapes", [False, True])
 @pytest.mark.parametrize("task", ["get[gold]", "get[gem]", "make[plank]"])
-def test_map_generation(task):
-    env = CraftVectorEnv(256, tasks=[task])
+def test_map_generation(task, static_shapes):
+    env = CraftVectorEnv(256, tasks=[task], static_shapes=static_shapes)
     env.reset(seed=1)
+    if static_shapes:  # a partial reset: new maps in the masked rows only, the others untouched
+        before = {k: getattr(env, k).clone() for k in ("grid", "pos", "inventory")}
+        env.inventory[:, KIND["wood"]] = 7
+        mask = torch.arange(256) % 3 == 0
+        env.reset(options={"reset_mask": mask})
+        assert (env.inventory[~mask, KIND["wood"]] == 7).all() and (env.inventory[mask] == 0).all()
+        assert torch.equal(env.grid[~mask], before["grid"][~mask]) and torch.equal(env.pos[~mask], before["pos"][~mask])
+        assert not torch.equal(env.grid[mask], before["grid"][mask])
     grid = env.grid.long()
     count = lambda k: (grid == KIND[k]).flatten(1).sum(1)  # noqa: E731
     for k in ("iron", "grass", "wood"):

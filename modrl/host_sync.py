@@ -1,0 +1,65 @@
+"""Host-sync audit: which ops of a piece of code read device data on the host.
+
+A CUDA graph (``torch.cuda.CUDAGraph``) replays recorded kernels without the host, so a step that
+reads a tensor's value on the host (``bool(t)``, ``t.item()``, ``t.tolist()``) or makes an output
+whose shape depends on the data (``nonzero``, boolean-mask indexing, ``masked_select``) cannot be
+captured, and on a GPU each such read stalls the launch queue. On a CPU these reads are cheap and
+invisible; :class:`HostSyncAudit` (a ``TorchDispatchMode``) finds them on any device, with the
+line of the project's code that issued each one::
+
+    with HostSyncAudit() as audit:
+        env.step(actions)
+    audit.sites   # {("aten::nonzero", "envs/craft.py:212"): 1, ...}; empty: nothing reads the host
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections import Counter
+from pathlib import Path
+
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+#: ops that read device data on the host or whose output shape depends on it
+HOST_READS = frozenset({
+    "aten::_local_scalar_dense",  # bool(t), t.item(), int(t), float(t)
+    "aten::nonzero",
+    "aten::masked_select",
+    "aten::_unique2",
+    "aten::unique_dim",
+    "aten::unique_consecutive",
+    "aten::repeat_interleave",
+})
+_ROOT = Path(__file__).resolve().parents[1]
+#: where the project's code lives (a repository checkout, or modrl/ alone in site-packages)
+_PROJECT = tuple(_ROOT / d for d in ("modrl", "envs", "agents", "tests", "benchmarks"))
+
+
+class HostSyncAudit(TorchDispatchMode):
+    """Counts host-reading ops by (op, innermost project ``file:line``) while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.sites: Counter[tuple[str, str]] = Counter()
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        name = func._schema.name
+        bool_index = name == "aten::index" and any(
+            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in (args[1] if len(args) > 1 else ()) or ()
+        )
+        if name in HOST_READS or bool_index:
+            self.sites[(name if not bool_index else "aten::index (boolean mask)", self._caller())] += 1
+        return func(*args, **(kwargs or {}))
+
+    @staticmethod
+    def _caller() -> str:
+        for frame in reversed(traceback.extract_stack()):
+            path = Path(frame.filename).resolve()
+            if any(path.is_relative_to(d) for d in _PROJECT) and path.name != "host_sync.py":
+                return f"{path.relative_to(_ROOT)}:{frame.lineno}"
+        return "?"
+
+    @property
+    def count(self) -> int:
+        return sum(self.sites.values())

@@ -1,0 +1,55 @@
+"""The host-sync audit, and what it says of a training tick: with ``static_shapes`` Craft's step and
+the continuing sketch rollout's ticks read nothing on the host (a CUDA graph could replay them)."""
+
+from pathlib import Path
+
+import torch
+
+from modrl.config import load_config
+from modrl.envs.craft import CraftVectorEnv
+from modrl.host_sync import HostSyncAudit
+from modrl.trainer import make_agent, make_env, seed_everything
+
+
+def test_the_audit_finds_host_reads_and_their_lines():
+    x = torch.tensor([0.0, 1.0, 2.0])
+    with HostSyncAudit() as audit:
+        torch.nonzero(x)
+        bool((x > 1).any())
+        x[x > 0]
+        y = x * 2 + 1  # elementwise: no host read
+    ops = {op for op, _ in audit.sites}
+    assert ops == {"aten::nonzero", "aten::_local_scalar_dense", "aten::index (boolean mask)"}
+    assert all(site.startswith("tests/test_host_sync.py:") for _, site in audit.sites)
+    assert y.shape == (3,)
+
+
+def test_craft_steps_without_host_reads_with_static_shapes():
+    actions = torch.randint(0, 6, (40, 64), generator=torch.Generator().manual_seed(0))
+    counts = {}
+    for static in (False, True):
+        env = CraftVectorEnv(64, split="all", static_shapes=static)
+        env.check_actions = False  # the range check reads the host by design (trainers turn it off)
+        env.reset(seed=0)
+        with HostSyncAudit() as audit:
+            for a in actions:  # random STOPs end episodes: resets happen in most steps
+                env.step(a)
+        counts[static] = audit
+    assert counts[True].count == 0, counts[True].sites
+    assert {op for op, _ in counts[False].sites} == {"aten::nonzero"}  # the CPU path finds the reset rows
+
+
+def test_sketch_rollout_ticks_read_nothing_on_the_host():
+    # The continuing rollout may read the host once per update (episode counts), never per tick:
+    # the number of host reads does not grow with the number of ticks.
+    counts = []
+    for ticks in (2, 6):
+        cfg = load_config(Path(__file__).parents[1] / "configs" / "craft_sketch.yaml", [
+            "env.num_envs=32", "env.kwargs.static_shapes=true", f"agent.rollout_steps={ticks}"])
+        seed_everything(1)
+        agent = make_agent(cfg, make_env(cfg.env, "cpu"))
+        agent.start(1)
+        with HostSyncAudit() as audit:
+            agent._rollout_continuing()
+        counts.append(audit.count)
+    assert counts[0] == counts[1] <= 2, counts
