@@ -20,9 +20,9 @@ Levine 2017, §5.1), with the semantics of the original ``worlds/craft.py`` (jac
 - ``terminate_action``: for controllers that get no sketch (adaptation, the option-critic
   baseline): a 7th action TERMINATE (6) ends the episode, rewarded when the goal is held, and
   STOP never does (it is a no-op tick, as in the original's sketch-free model).
-- ``static_shapes`` (default: on CUDA only): resets draw a map for every row and keep it where a row
-  is reset, with no host sync (a step can then be captured in a CUDA graph); off, only the reset rows
-  draw (one host sync, far cheaper on a CPU). Either way the same distribution; different draws.
+- ``static_shapes`` (default: on CUDA only; ``modrl/vec.py``): resets draw a map for every row and
+  keep it where a row is reset, with no host sync; off, only the reset rows draw. Same distribution,
+  different draws.
 - ``sketch_set``: ``paper`` (the paper's sketches over 8 shared symbols) or ``independent`` (the
   original's ``hints.indep.yaml``: one symbol per task, so one STOP ends the episode).
 - Reward 1 only on the step where the sketch pointer passes the task's last step (a STOP) with the
@@ -162,9 +162,9 @@ class CraftVectorEnv(SketchTaskEnv):
             device=device,
             autoreset_mode=autoreset_mode,
             render_mode=render_mode,
+            static_shapes=static_shapes,
         )
         n, dev = num_envs, self.device
-        self.static_shapes = dev.type == "cuda" if static_shapes is None else bool(static_shapes)
         self.goal_kind = torch.tensor([KIND[goal_item(t)] for t in TASKS], device=dev)
         self._directions = torch.tensor(DIRECTIONS, device=dev)
         self._recipe_need, self._recipe_gain = (t.to(dev) for t in _recipe_tables())
@@ -197,16 +197,11 @@ class CraftVectorEnv(SketchTaskEnv):
 
     # ------------------------------------------------------------------ map generation
     def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
+        # new maps for the reset rows (a few % of the batch per step), or for all rows with static shapes
+        rows, k = self._rows_to_draw(mask)
         dev = self.device
-        if self.static_shapes:  # every row draws a map and the masked rows take it: no host sync
-            rows, k = None, self.num_envs
-        else:
-            # Only the rows being reset get a new map (a few % of the batch per step): their indices
-            # cost one host sync, far cheaper on a CPU than generating N maps and blending.
-            rows = torch.nonzero(mask).squeeze(-1)
-            k = rows.numel()
-            if k == 0:
-                return
+        if k == 0:
+            return
         task = self._sample_tasks(k)
         grid = self._ring.reshape(1, -1).repeat(k, 1)
         goal = self.goal_kind[task]
@@ -227,19 +222,8 @@ class CraftVectorEnv(SketchTaskEnv):
         cells = torch.where(grid == 0, scores, -1.0).topk(len(self._placed) + 1, dim=-1).indices
         grid = grid.scatter(1, cells[:, :-1], self._placed.expand(k, -1))
         agent = cells[:, -1]
-        if rows is None:
-            keep = lambda x, new: torch.where(mask.view(-1, *[1] * (x.dim() - 1)), new, x)  # noqa: E731
-            self.grid = keep(self.grid, grid.view(k, SIZE, SIZE))
-            self.pos = keep(self.pos, torch.stack([agent // SIZE, agent % SIZE], -1))
-            self.facing, self.inventory = keep(self.facing, DOWN), keep(self.inventory, 0)
-            self.task, self.pointer = keep(self.task, task), keep(self.pointer, 0)
-            return
-        self.grid = self.grid.index_copy(0, rows, grid.view(k, SIZE, SIZE))
-        self.pos = self.pos.index_copy(0, rows, torch.stack([agent // SIZE, agent % SIZE], -1))
-        self.facing = self.facing.index_fill(0, rows, DOWN)
-        self.inventory = self.inventory.index_fill(0, rows, 0)
-        self.task = self.task.index_copy(0, rows, task)
-        self.pointer = self.pointer.index_fill(0, rows, 0)
+        self._write_rows(mask, rows, grid=grid.view(k, SIZE, SIZE), pos=torch.stack([agent // SIZE, agent % SIZE], -1),
+                         facing=DOWN, inventory=0, task=task, pointer=0)
 
     # ------------------------------------------------------------------ dynamics
     def _world_step(self, actions: torch.Tensor) -> None:
@@ -306,7 +290,7 @@ class CraftVectorEnv(SketchTaskEnv):
         # observe only the reset rows (_reset_state already syncs with the host to find them,
         # so finding them again costs little); with static shapes, every row again
         if self.static_shapes:
-            return torch.where(reset[:, None], self._observe(), obs)
+            return super()._observe_reset(obs, reset)
         rows = torch.nonzero(reset).squeeze(-1)
         return obs if rows.numel() == 0 else obs.index_copy(0, rows, self._observe(rows))
 

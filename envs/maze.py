@@ -80,6 +80,7 @@ class MazeVectorEnv(SketchTaskEnv):
         device: str | torch.device = "cpu",
         autoreset_mode=None,
         render_mode: str | None = None,
+        static_shapes: bool | None = None,
     ):
         super().__init__(
             num_envs,
@@ -93,6 +94,7 @@ class MazeVectorEnv(SketchTaskEnv):
             device=device,
             autoreset_mode=autoreset_mode,
             render_mode=render_mode,
+            static_shapes=static_shapes,
         )
         n, dev, D = num_envs, self.device, MAX_DOORS
         # per task: the walk's steps, their count, and its room bounding box (start room included)
@@ -119,8 +121,8 @@ class MazeVectorEnv(SketchTaskEnv):
 
     # ------------------------------------------------------------------ map generation
     def _reset_state(self, mask: torch.Tensor, *, new_run: bool) -> None:
-        rows = torch.nonzero(mask).squeeze(-1)
-        k, dev, g = rows.numel(), self.device, self.generator
+        rows, k = self._rows_to_draw(mask)  # the reset rows, or every row with static shapes
+        dev, g = self.device, self.generator
         if k == 0:
             return
         task = self._sample_tasks(k)
@@ -170,15 +172,9 @@ class MazeVectorEnv(SketchTaskEnv):
         opened = torch.zeros(k, BOARD * BOARD, device=dev).scatter_add(1, cell, valid.float()) > 0
         walls = walls & ~opened.view(k, BOARD, BOARD)
 
-        self.walls = self.walls.index_copy(0, rows, walls)
-        self.pos = self.pos.index_copy(0, rows, ROOM * init + ROOM // 2)
-        self.goal_room = self.goal_room.index_copy(0, rows, init + steps.sum(1))  # the walk's last room
-        self.door_pos = self.door_pos.index_copy(0, rows, door)
-        self.door_valid = self.door_valid.index_copy(0, rows, valid)
-        self.key_pos = self.key_pos.index_copy(0, rows, key)
-        self.key_present = self.key_present.index_copy(0, rows, locked)
-        self.task = self.task.index_copy(0, rows, task)
-        self.pointer = self.pointer.index_fill(0, rows, 0)
+        self._write_rows(mask, rows, walls=walls, pos=ROOM * init + ROOM // 2,
+                         goal_room=init + steps.sum(1),  # the walk's last room
+                         door_pos=door, door_valid=valid, key_pos=key, key_present=locked, task=task, pointer=0)
 
     # ------------------------------------------------------------------ dynamics
     def _world_step(self, actions: torch.Tensor) -> None:

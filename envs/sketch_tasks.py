@@ -49,6 +49,7 @@ class SketchTaskEnv(TorchVectorEnv):
         device,
         autoreset_mode,
         render_mode,
+        static_shapes: bool | None = None,
     ):
         if tasks is None:
             if split not in self.SPLITS:
@@ -68,6 +69,7 @@ class SketchTaskEnv(TorchVectorEnv):
             max_episode_steps=max_episode_steps,
             device=device,
             render_mode=render_mode,
+            static_shapes=static_shapes,
             **({"autoreset_mode": autoreset_mode} if autoreset_mode is not None else {}),
         )
         dev = self.device

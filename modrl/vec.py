@@ -9,6 +9,11 @@ pure, batched pieces (no Python loop over environments, no host sync):
 - optionally ``_observe_reset(obs, reset) -> obs``: the observation after a SAME_STEP autoreset
   of the rows in ``reset`` (default: ``_observe()`` again; Craft re-observes only those rows).
 
+A ``_reset_state`` that draws random state for the reset rows finds them with :meth:`_rows_to_draw`
+and stores the draws with :meth:`_write_rows`: on a CPU only the reset rows draw (one host sync); with
+``static_shapes`` (default on CUDA) every row draws and the reset rows keep theirs, so a step has
+no host sync and fixed shapes (what a CUDA graph needs; ``modrl.host_sync`` checks it).
+
 This base class does everything else the Gymnasium 1.x vector API asks for: the three
 ``AutoresetMode`` s (``SAME_STEP`` default, ``NEXT_STEP``, ``DISABLED`` with
 ``reset(options={"reset_mask": m})``), truncation at ``max_episode_steps`` (``make_vec`` adds no
@@ -67,6 +72,7 @@ class TorchVectorEnv(VectorEnv):
         device: str | torch.device = "cpu",
         autoreset_mode: AutoresetMode | str = AutoresetMode.SAME_STEP,
         render_mode: str | None = None,
+        static_shapes: bool | None = None,
     ):
         if not isinstance(num_envs, int) or num_envs < 1:
             raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
@@ -87,6 +93,10 @@ class TorchVectorEnv(VectorEnv):
         self.autoreset_mode = self.metadata["autoreset_mode"]
         #: check actions' range (one host sync per step); trainers that sample valid actions turn it off
         self.check_actions = True
+        #: resets draw state for every row and keep it where a row is reset, with no host sync (a step can
+        #: then be captured in a CUDA graph); off, only the reset rows draw (default off on a CPU, where
+        #: the one host sync is far cheaper than drawing N rows). See :meth:`_rows_to_draw`.
+        self.static_shapes = self.device.type == "cuda" if static_shapes is None else bool(static_shapes)
         self.generator = torch.Generator(device=self.device)
         self._seeded = False
 
@@ -229,6 +239,28 @@ class TorchVectorEnv(VectorEnv):
         self._episode_start = torch.full_like(self._episode_start, time.perf_counter())
 
     # ------------------------------------------------------------------ helpers
+    def _rows_to_draw(self, mask: torch.Tensor) -> tuple[torch.Tensor | None, int]:
+        """For ``_reset_state``: the rows to draw new state for, and how many. With ``static_shapes``
+        ``(None, num_envs)``: every row draws and :meth:`_write_rows` keeps the masked ones. Otherwise
+        the masked rows' indices (one host sync) and their count."""
+        if self.static_shapes:
+            return None, self.num_envs
+        rows = torch.nonzero(mask).squeeze(-1)
+        return rows, rows.numel()
+
+    def _write_rows(self, mask: torch.Tensor, rows: torch.Tensor | None, **values) -> None:
+        """Store freshly drawn state (``name=`` a tensor over the drawn rows, or a number for all of
+        them) into the state attribute ``name``, in the reset rows only; ``rows`` from :meth:`_rows_to_draw`."""
+        for name, value in values.items():
+            old = getattr(self, name)
+            if rows is None:
+                new = torch.where(mask.view(-1, *[1] * (old.dim() - 1)), value, old)
+            elif isinstance(value, torch.Tensor):
+                new = old.index_copy(0, rows, value)
+            else:
+                new = old.index_fill(0, rows, value)
+            setattr(self, name, new)
+
     def _reset_rows(self, mask: torch.Tensor, *, new_run: bool) -> None:
         self._reset_state(mask, new_run=new_run)
         self._elapsed = torch.where(mask, 0, self._elapsed)

@@ -1,12 +1,14 @@
-"""The host-sync audit, and what it says of a training tick: with ``static_shapes`` Craft's step and
+"""The host-sync audit, and what it says of a training tick: with ``static_shapes`` the sketch worlds' steps and
 the continuing sketch rollout's ticks read nothing on the host (a CUDA graph could replay them)."""
 
 from pathlib import Path
 
+import pytest
 import torch
 
 from modrl.config import load_config
 from modrl.envs.craft import CraftVectorEnv
+from modrl.envs.maze import MazeVectorEnv
 from modrl.host_sync import HostSyncAudit
 from modrl.trainer import make_agent, make_env, seed_everything
 
@@ -24,11 +26,12 @@ def test_the_audit_finds_host_reads_and_their_lines():
     assert y.shape == (3,)
 
 
-def test_craft_steps_without_host_reads_with_static_shapes():
+@pytest.mark.parametrize("world", [CraftVectorEnv, MazeVectorEnv])
+def test_sketch_worlds_step_without_host_reads_with_static_shapes(world):
     actions = torch.randint(0, 6, (40, 64), generator=torch.Generator().manual_seed(0))
     counts = {}
     for static in (False, True):
-        env = CraftVectorEnv(64, split="all", static_shapes=static)
+        env = world(64, split="all", static_shapes=static)
         env.check_actions = False  # the range check reads the host by design (trainers turn it off)
         env.reset(seed=0)
         with HostSyncAudit() as audit:

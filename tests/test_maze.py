@@ -15,9 +15,11 @@ from maze_reference import ReferenceMaze
 from modrl.envs.maze import PATHS, ROOM, SKETCHES, TASKS, MazeVectorEnv, walk
 
 
-def test_lock_step_with_the_reference():
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_lock_step_with_the_reference(static_shapes):
+    # static_shapes: resets draw boards for every row and keep the reset ones; the others must not change
     n = 48
-    env = MazeVectorEnv(n, split="all", autoreset_mode=AutoresetMode.DISABLED)
+    env = MazeVectorEnv(n, split="all", autoreset_mode=AutoresetMode.DISABLED, static_shapes=static_shapes)
     env.reset(seed=0)
     refs = [ReferenceMaze(env, i) for i in range(n)]
     g = torch.Generator().manual_seed(0)
@@ -42,8 +44,9 @@ def test_lock_step_with_the_reference():
     assert ended > n  # many episodes ended and restarted
 
 
-def test_map_generation_follows_the_original():
-    env = MazeVectorEnv(4000, split="all", autoreset_mode=AutoresetMode.DISABLED)
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_map_generation_follows_the_original(static_shapes):
+    env = MazeVectorEnv(4000, split="all", autoreset_mode=AutoresetMode.DISABLED, static_shapes=static_shapes)
     env.reset(seed=1)
     locked = total = 0
     for i in range(0, 4000, 7):
