@@ -96,7 +96,9 @@ class TorchVectorEnv(VectorEnv):
         #: resets draw state for every row and keep it where a row is reset, with no host sync (a step can
         #: then be captured in a CUDA graph); off, only the reset rows draw (default off on a CPU, where
         #: the one host sync is far cheaper than drawing N rows). See :meth:`_rows_to_draw`.
-        self.static_shapes = self.device.type == "cuda" if static_shapes is None else bool(static_shapes)
+        if static_shapes is not None and not isinstance(static_shapes, bool):
+            raise EnvError(f"static_shapes must be true, false or null (default: on CUDA), got {static_shapes!r}")
+        self.static_shapes = self.device.type == "cuda" if static_shapes is None else static_shapes
         self.generator = torch.Generator(device=self.device)
         self._seeded = False
 

@@ -56,3 +56,10 @@ def test_sketch_rollout_ticks_read_nothing_on_the_host():
             agent._rollout_continuing()
         counts.append(audit.count)
     assert counts[0] == counts[1] <= 2, counts
+
+
+def test_static_shapes_must_be_a_bool():
+    from modrl.vec import EnvError
+
+    with pytest.raises(EnvError, match="static_shapes must be true, false or null"):
+        CraftVectorEnv(4, static_shapes="yes")
