@@ -11,6 +11,7 @@ from modrl.envs.craft import CraftVectorEnv
 from modrl.envs.maze import MazeVectorEnv
 from modrl.host_sync import HostSyncAudit
 from modrl.trainer import make_agent, make_env, seed_everything
+from modrl.vec import EnvError
 
 
 def test_the_audit_finds_host_reads_and_their_lines():
@@ -59,7 +60,5 @@ def test_sketch_rollout_ticks_read_nothing_on_the_host():
 
 
 def test_static_shapes_must_be_a_bool():
-    from modrl.vec import EnvError
-
     with pytest.raises(EnvError, match="static_shapes must be true, false or null"):
         CraftVectorEnv(4, static_shapes="yes")
