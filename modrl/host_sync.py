@@ -10,6 +10,10 @@ line of the project's code that issued each one::
     with HostSyncAudit() as audit:
         env.step(actions)
     audit.sites   # {("aten::nonzero", "envs/craft.py:212"): 1, ...}; empty: nothing reads the host
+
+``t.tolist()`` reads the data without going through the dispatcher, so the audit wraps it while
+active. Not flagged: explicit copies to the host (``t.cpu()``, ``t.numpy()``), which on a CPU are
+not copies at all.
 """
 
 from __future__ import annotations
@@ -43,13 +47,28 @@ class HostSyncAudit(TorchDispatchMode):
         super().__init__()
         self.sites: Counter[tuple[str, str]] = Counter()
 
+    def __enter__(self):
+        audit, tolist = self, torch.Tensor.tolist
+        self._tolist = tolist
+
+        def counted_tolist(t):
+            audit.sites[("Tensor.tolist", audit._caller())] += 1
+            return tolist(t)
+
+        torch.Tensor.tolist = counted_tolist
+        return super().__enter__()
+
+    def __exit__(self, *exc):
+        torch.Tensor.tolist = self._tolist
+        return super().__exit__(*exc)
+
     def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         name = func._schema.name
-        bool_index = name == "aten::index" and any(
-            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in (args[1] if len(args) > 1 else ()) or ()
-        )
-        if name in HOST_READS or bool_index:
-            self.sites[(name if not bool_index else "aten::index (boolean mask)", self._caller())] += 1
+        if name == "aten::index" and any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
+                                         for i in args[1]):
+            name = "aten::index (boolean mask)"
+        if name in HOST_READS or name == "aten::index (boolean mask)":
+            self.sites[(name, self._caller())] += 1
         return func(*args, **(kwargs or {}))
 
     @staticmethod

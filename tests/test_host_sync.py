@@ -16,13 +16,16 @@ from modrl.vec import EnvError
 
 def test_the_audit_finds_host_reads_and_their_lines():
     x = torch.tensor([0.0, 1.0, 2.0])
+    tolist = torch.Tensor.tolist
     with HostSyncAudit() as audit:
         torch.nonzero(x)
         bool((x > 1).any())
         x[x > 0]
+        x.tolist()
         y = x * 2 + 1  # elementwise: no host read
     ops = {op for op, _ in audit.sites}
-    assert ops == {"aten::nonzero", "aten::_local_scalar_dense", "aten::index (boolean mask)"}
+    assert ops == {"aten::nonzero", "aten::_local_scalar_dense", "aten::index (boolean mask)", "Tensor.tolist"}
+    assert torch.Tensor.tolist is tolist  # unwrapped again on exit
     assert all(site.startswith("tests/test_host_sync.py:") for _, site in audit.sites)
     assert y.shape == (3,)
 
