@@ -109,6 +109,11 @@ class SketchConfig:
     but envs whose episode ended keep stepping until the longest one ends). ``N > 0``: every env
     steps ``N`` ticks per update, episodes continue across updates and reset as they end, and the
     critic bootstraps the cut (sketch routing only)."""
+    rollout_graph: Literal["eager", "cuda", "emulate"] = "eager"
+    """With ``rollout_steps``: ``eager`` runs the ticks as Python code; ``cuda`` captures the rollout's ticks in a CUDA graph after one eager
+    update and replays it at every later update (``modrl/graphs.py``; needs a CUDA device and the
+    env's ``static_shapes``); ``emulate`` replays the recorded ops on any device, a graph's
+    semantics without a GPU (slow; to check that a change keeps the rollout capturable)."""
 
 
 class PolicySketches(OnPolicyAlgorithm):
@@ -141,6 +146,16 @@ class PolicySketches(OnPolicyAlgorithm):
             raise ValueError("routing: learned supports update: reinforce, modules: per_symbol, critic: task and rollout_steps: 0")
         if cfg.rollout_steps < 0:
             raise ValueError(f"rollout_steps must be >= 0 (0: one whole episode per env), got {cfg.rollout_steps}")
+        if cfg.rollout_graph not in ("eager", "cuda", "emulate"):
+            raise ValueError(f"rollout_graph must be eager, cuda or emulate, got {cfg.rollout_graph!r}")
+        if cfg.rollout_graph != "eager":
+            if not cfg.rollout_steps:
+                raise ValueError("rollout_graph needs rollout_steps > 0 (the continuing rollout's ticks are captured)")
+            if not getattr(env, "static_shapes", False):
+                raise ValueError("rollout_graph needs the env's static_shapes: true (resets without host reads)")
+            if cfg.rollout_graph == "cuda" and dev.type != "cuda":
+                raise ValueError(f"rollout_graph: cuda needs a CUDA device, the env is on {dev} "
+                                 "(rollout_graph: emulate replays on any device)")
         self.stop_action = env.stop_action  # the world's actions, then STOP (then TERMINATE, if any)
         self.halt_choice = self.num_symbols  # the learned controller's TERMINATE choice
         self.policy = torch.nn.ModuleDict({
@@ -190,6 +205,7 @@ class PolicySketches(OnPolicyAlgorithm):
         # with rollout_steps: the episodes in progress, carried from one update to the next
         self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
         self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
+        self._graph = None  # the captured rollout (rollout_graph), made at the first update
         self._milestone: str | None = None
         if cfg.curriculum:
             self._promote()
@@ -365,10 +381,25 @@ class PolicySketches(OnPolicyAlgorithm):
         buf["length"] = length
         return buf
 
-    @torch.no_grad()
     def _rollout_continuing(self) -> dict[str, torch.Tensor]:
         """``rollout_steps`` ticks of every env; episodes carry over between updates and reset as
         they end (SAME_STEP autoreset), so no env steps are spent on finished episodes."""
+        if self.cfg.rollout_graph == "eager":
+            buf = self._ticks()
+        else:
+            if self._graph is None:
+                from modrl.graphs import CapturedRegion
+
+                holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs", "round_success"))]
+                self._graph = CapturedRegion(self._ticks, holders, [self.env.generator], emulate=self.cfg.rollout_graph == "emulate")
+            buf = self._graph()
+        self._steps += self.env.num_envs * self.cfg.rollout_steps
+        self.episodes += int(buf["ended"].sum())
+        return buf
+
+    @torch.no_grad()
+    def _ticks(self) -> dict[str, torch.Tensor]:
+        """The continuing rollout's ticks: tensor code only, no host read (what a CUDA graph replays)."""
         env, n, T, dev = self.env, self.env.num_envs, self.cfg.rollout_steps, self.device
         router, ctrl, obs = self.router, self.controller, self.obs
         buf = {
@@ -402,8 +433,6 @@ class PolicySketches(OnPolicyAlgorithm):
             self.round_success[1].index_add_(0, ep["task"], done.double())
             router.start(done, info["task"])  # the next episodes (autoreset) start their sketches
         self.obs = obs
-        self._steps += n * T
-        self.episodes += int(buf["ended"].sum())
         buf["next_value"] = self.policy["critics"](obs, self._critic_index(router.task, router.pointer))
         buf["length"] = T
         return buf

@@ -108,7 +108,7 @@ class SketchTaskEnv(TorchVectorEnv):
                 weights[self.TASKS.index(name)] = float(w)
         if not bool((weights >= 0).all()) or float(weights.sum()) <= 0:
             raise EnvError("task weights must be non-negative with a positive sum")
-        self.task_weights = weights / weights.sum()
+        self.task_weights.copy_(weights / weights.sum())  # in place: a captured rollout reads this tensor
 
     def _sample_tasks(self, k: int) -> torch.Tensor:
         return torch.multinomial(self.task_weights.expand(k, -1), 1, generator=self.generator).squeeze(-1)

@@ -103,7 +103,7 @@ class OnPolicyAlgorithm:
             "policy": self.policy.state_dict(),
             "optimizer": self.optimizer.state_dict(),
             "iteration": self.iteration,
-            "obs": self.obs,
+            "obs": self.obs.clone() if isinstance(self.obs, torch.Tensor) else self.obs,  # a captured rollout writes it in place
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:

@@ -54,7 +54,7 @@ class CallAndReturn:
         self.decision_step = torch.zeros(n, dtype=torch.long, device=dev)
         self._run_reward = torch.zeros(n, device=dev)
         self._run_discount = torch.ones(n, device=dev)
-        self.t = 0
+        self.t = torch.zeros((), dtype=torch.long, device=dev)  # a tensor: a captured tick advances it too
 
     def decide(self, choice: torch.Tensor) -> torch.Tensor:
         """Write ``choice`` for the envs that need a decision; return that mask (for the learner)."""
@@ -90,7 +90,7 @@ class CallAndReturn:
             truncated=truncated & completed,
         )
         self.needs_decision = completed
-        self.t += 1
+        self.t += 1  # in place
         return transition, halt, forced
 
     def state_dict(self) -> dict:
@@ -101,7 +101,7 @@ class CallAndReturn:
             "decision_step": self.decision_step.clone(),
             "run_reward": self._run_reward.clone(),
             "run_discount": self._run_discount.clone(),
-            "t": self.t,
+            "t": int(self.t),
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -111,4 +111,4 @@ class CallAndReturn:
         self.decision_step = state["decision_step"].to(self.device)
         self._run_reward = state["run_reward"].to(self.device)
         self._run_discount = state["run_discount"].to(self.device)
-        self.t = int(state["t"])
+        self.t = torch.tensor(int(state["t"]), device=self.device)

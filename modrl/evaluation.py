@@ -169,9 +169,10 @@ def evaluate_run(
         overrides["split"] = split
     env = make_env(cfg.env, cfg.device, num_envs=min(cfg.env.num_envs, episodes), **overrides)
     split_weights = getattr(env, "task_weights", None)
+    split_weights = split_weights.clone() if split_weights is not None else None  # the agent's curriculum rewrites it in place
     agent = make_agent(cfg, env)
     if split_weights is not None:  # evaluate on the split's tasks, not the training curriculum's
-        env.set_task_distribution(split_weights.clone())
+        env.set_task_distribution(split_weights)
     agent.policy.load_state_dict(ckpt["agent"]["policy"])
     agent.policy.eval()
     seed = cfg.seed + 1_000_003 if seed is None else seed

@@ -75,7 +75,7 @@ class HostSyncAudit(TorchDispatchMode):
     def _caller() -> str:
         for frame in reversed(traceback.extract_stack()):
             path = Path(frame.filename).resolve()
-            if any(path.is_relative_to(d) for d in _PROJECT) and path.name != "host_sync.py":
+            if any(path.is_relative_to(d) for d in _PROJECT) and path.name not in ("host_sync.py", "graphs.py"):
                 return f"{path.relative_to(_ROOT)}:{frame.lineno}"
         return "?"
 

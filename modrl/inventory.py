@@ -6,7 +6,10 @@ through its own module in one batched operation (the *computation function* of P
 layer over the sorted rows, and scatters the rows back. No Python loop over samples, and no
 weight matrix gathered per sample (that materialises B matrices and was measured ≈150× slower
 than a single module at batch 4096, width 128, M = 8). Where ``grouped_mm`` is unavailable for
-the device or dtype, a loop over the M contiguous segments of the sorted batch is the fallback.
+the device or dtype (CUDA in float32), a CUDA device runs every module on every row and keeps each
+row's own output (``dense``: M× the arithmetic, but static shapes and no host read, so it can be
+captured in a CUDA graph; M ≤ 16), and otherwise a loop over the M contiguous segments of the
+sorted batch (it reads the segment ends on the host) is the fallback.
 
 Modules can be appended after training has started (:meth:`StackedMLP.add_modules`, continual
 setting) and frozen one by one (:meth:`StackedMLP.freeze`).
@@ -22,6 +25,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from modrl.networks import ACTIVATIONS
+
+
+MODES = ("grouped", "segments", "dense")
+DENSE_MAX_MODULES = 16
+"""Up to this many modules a CUDA device runs them all on every row (``dense``) where
+``grouped_mm`` is unavailable; beyond, the per-segment loop."""
 
 
 @dataclass
@@ -143,7 +152,7 @@ class StackedMLP(nn.Module):
         num_layers: int = 1,
         activation: str = "relu",
         final_activation: bool = False,
-        grouped: bool | None = None,
+        mode: str | None = None,
     ):
         super().__init__()
         if num_modules < 1:
@@ -153,7 +162,9 @@ class StackedMLP(nn.Module):
         self.num_modules = num_modules
         self.activation = ACTIVATIONS[activation]()
         self.final_activation = final_activation
-        self.grouped = grouped
+        if mode not in (None, *MODES):
+            raise ValueError(f"unknown inventory mode {mode!r}; modes: {', '.join(MODES)} (None: by device)")
+        self.mode = mode
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
         for fan_in, fan_out in zip(dims[:-1], dims[1:]):
@@ -177,10 +188,12 @@ class StackedMLP(nn.Module):
                 b[sl].zero_()
 
     # ------------------------------------------------------------------ forward
-    def _use_grouped(self, x: torch.Tensor) -> bool:
-        if self.grouped is not None:
-            return self.grouped
-        return _grouped_mm_supported(x.device, x.dtype)
+    def _mode(self, x: torch.Tensor) -> str:
+        if self.mode is not None:
+            return self.mode
+        if _grouped_mm_supported(x.device, x.dtype):
+            return "grouped"
+        return "dense" if x.device.type == "cuda" and self.num_modules <= DENSE_MAX_MODULES else "segments"
 
     def _effective(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         w, b = self.weights[layer], self.biases[layer]
@@ -208,10 +221,21 @@ class StackedMLP(nn.Module):
         if index.shape != x.shape[:1]:
             raise ValueError(f"index must have shape [{x.shape[0]}], got {tuple(index.shape)}")
         groups = params[0][0].shape[0] if params is not None else self.num_modules
-        g = grouping or Grouping.of(index, groups)
-        use_grouped = self._use_grouped(x)
-        h = g.sort(x)
         last = len(self.weights) - 1
+        mode = self._mode(x)
+        if mode == "dense":  # every module on every row, each row keeps its own module's output
+            h, index = x, index.long()
+            for layer in range(len(self.weights)):
+                w, b = params[layer] if params is not None else self._effective(layer)
+                fan_in, fan_out = w.shape[1], w.shape[2]
+                every = (h @ w.permute(1, 0, 2).reshape(fan_in, groups * fan_out)).view(-1, groups, fan_out)
+                h = every.gather(1, index.view(-1, 1, 1).expand(-1, 1, fan_out)).squeeze(1) + b.index_select(0, index)
+                if layer < last or self.final_activation:
+                    h = self.activation(h)
+            return h
+        g = grouping or Grouping.of(index, groups)
+        use_grouped = mode == "grouped"
+        h = g.sort(x)
         for layer in range(len(self.weights)):
             w, b = params[layer] if params is not None else self._effective(layer)
             h = grouped_linear(h, w, b, g, use_grouped)

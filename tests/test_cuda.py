@@ -76,10 +76,11 @@ def test_inventory_forward_and_gradients_match_the_cpu():
     [
         ("craft_sketch.yaml", ["agent.max_episodes=2048", "env.num_envs=256"]),
         ("craft_sketch.yaml", ["agent.max_episodes=2048", "env.num_envs=256", "agent.rollout_steps=25"]),
+        ("craft_sketch.yaml", ["agent.max_episodes=4096", "env.num_envs=256", "agent.rollout_graph=cuda"]),
         ("fourrooms_option_critic.yaml", ["total_steps=20000"]),
         ("fourrooms_ppo.yaml", ["total_steps=20000"]),
     ],
-    ids=["sketch", "sketch_continuing", "option_critic", "ppo"],
+    ids=["sketch", "sketch_continuing", "sketch_cuda_graph", "option_critic", "ppo"],
 )
 def test_training_resumes_and_evaluates_on_cuda(tmp_path, config, overrides):
     from modrl.config import load_config
@@ -91,3 +92,29 @@ def test_training_resumes_and_evaluates_on_cuda(tmp_path, config, overrides):
     train(resume=run_dir)
     result = evaluate_run(run_dir, episodes=64)
     assert 0.0 <= result["success_rate"] <= 1.0 and result["episodes"] >= 64
+
+
+def test_the_captured_rollout_replays_the_eager_one_on_cuda():
+    """``rollout_graph: cuda`` (the ticks captured in a CUDA graph: one eager warm-up, then capture,
+    then replays) gives the eager rollout's worlds, episodes in progress, buffers and counters bit
+    for bit. Rollouts only: the update's float atomics (index_add backward) are not deterministic."""
+    from modrl.config import load_config
+    from modrl.trainer import make_agent, make_env, seed_everything
+
+    results = {}
+    for graph in ("eager", "cuda"):
+        cfg = load_config(CONFIGS / "craft_sketch.yaml", ["device=cuda", "env.num_envs=256", f"agent.rollout_graph={graph}"])
+        seed_everything(1)
+        agent = make_agent(cfg, make_env(cfg.env, "cuda"))
+        agent.start(1)
+        for _ in range(4):
+            buf = agent._rollout_continuing()
+        state = {f"env.{k}": v for k, v in agent.env.state_dict().items() if isinstance(v, torch.Tensor)}
+        state.update({f"buf.{k}": v for k, v in buf.items() if isinstance(v, torch.Tensor)})
+        state.update(pointer=agent.router.pointer, task=agent.router.task, obs=agent.obs, active=agent.controller.active,
+                     usage=agent.metrics.usage, stats=agent.stats.totals, round_success=agent.round_success)
+        results[graph] = {k: v.cpu().clone() for k, v in state.items()}
+        results[graph]["episodes"] = torch.tensor(agent.episodes)
+    assert agent._graph.captures == 1
+    for k, v in results["eager"].items():
+        assert torch.equal(v, results["cuda"][k]), k

@@ -13,11 +13,11 @@ def _grads(out, inputs, seed=0):
     return torch.autograd.grad((out * g).sum(), inputs)
 
 
-@pytest.mark.parametrize("grouped", [True, False], ids=["grouped_mm", "segment_loop"])
+@pytest.mark.parametrize("mode", ["grouped", "segments", "dense"])
 @pytest.mark.parametrize("num_layers", [1, 2, 3])
-def test_batched_forward_and_gradients_equal_the_per_sample_loop(grouped, num_layers):
+def test_batched_forward_and_gradients_equal_the_per_sample_loop(mode, num_layers):
     torch.manual_seed(num_layers)
-    inv = StackedMLP(6, 12, 5, hidden=16, num_layers=num_layers, grouped=grouped)
+    inv = StackedMLP(6, 12, 5, hidden=16, num_layers=num_layers, mode=mode)
     x = torch.randn(70, 12, requires_grad=True)
     index = torch.randint(0, 6, (70,))
     index[index == 4] = 1  # one module gets no rows
