@@ -32,6 +32,7 @@ import torch
 
 from modrl.algorithm import OnPolicyAlgorithm, check_finite
 from modrl.controller import CallAndReturn
+from modrl.graphs import CapturedRegion
 from modrl.halting import Halting
 from modrl.inventory import Grouping, PolicyInventory, StackedMLP, ValueHeads, rows_by_module
 from modrl.metrics import ModularityMetrics
@@ -110,10 +111,11 @@ class SketchConfig:
     steps ``N`` ticks per update, episodes continue across updates and reset as they end, and the
     critic bootstraps the cut (sketch routing only)."""
     rollout_graph: Literal["eager", "cuda", "emulate"] = "eager"
-    """With ``rollout_steps``: ``eager`` runs the ticks as Python code; ``cuda`` captures the rollout's ticks in a CUDA graph after one eager
-    update and replays it at every later update (``modrl/graphs.py``; needs a CUDA device and the
-    env's ``static_shapes``); ``emulate`` replays the recorded ops on any device, a graph's
-    semantics without a GPU (slow; to check that a change keeps the rollout capturable)."""
+    """With ``rollout_steps``: ``eager`` runs the ticks as Python code; ``cuda`` captures them in a
+    CUDA graph after one eager update and replays it at every later update (``modrl/graphs.py``;
+    needs a CUDA device and the env's ``static_shapes``); ``emulate`` replays the recorded ops on
+    any device, a graph's semantics without a GPU (slow; to check that a change keeps the rollout
+    capturable)."""
 
 
 class PolicySketches(OnPolicyAlgorithm):
@@ -387,9 +389,7 @@ class PolicySketches(OnPolicyAlgorithm):
         if self.cfg.rollout_graph == "eager":
             buf = self._ticks()
         else:
-            if self._graph is None:
-                from modrl.graphs import CapturedRegion
-
+            if self._graph is None:  # the state the ticks carry from one update to the next
                 holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs", "round_success"))]
                 self._graph = CapturedRegion(self._ticks, holders, [self.env.generator], emulate=self.cfg.rollout_graph == "emulate")
             buf = self._graph()
