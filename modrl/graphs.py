@@ -132,9 +132,10 @@ def _copy_into(out, fresh, func) -> None:
 class CapturedRegion:
     """``region = CapturedRegion(fn, holders, generators)``; ``out = region()`` runs, captures or
     replays ``fn`` (see the module docstring). ``holders``: objects whose tensor attributes are the
-    region's state, or ``(object, names)`` to track only some attributes. ``generators``: the private ``torch.Generator`` s the
-    region draws from (registered with the graph, so each replay advances them; the default
-    generator is registered by torch)."""
+    region's state, or ``(object, names)`` to track only some attributes. ``generators``: the
+    private ``torch.Generator`` s the region draws from (registered with the graph, so each replay
+    advances them; torch registers its default generator itself). ``warmup``: eager calls before
+    the capture (CUDA only)."""
 
     def __init__(self, fn: Callable[[], Any], holders, generators=(), *, emulate: bool = False, warmup: int = 1):
         self.fn, self.holders, self.generators = fn, list(holders), list(generators)
