@@ -33,9 +33,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
-
-from modrl.host_sync import HOST_READS, HostSyncAudit
+from modrl.host_sync import HostReadMode
 
 
 class CaptureError(RuntimeError):
@@ -67,43 +65,27 @@ def _mutates(func) -> bool:
 _UNINITIALISED = frozenset({"aten::empty", "aten::empty_like", "aten::empty_strided", "aten::new_empty"})
 
 
-class _Recorder(TorchDispatchMode):
+class _Recorder(HostReadMode):
     """Runs and records every aten op (the emulated capture); refuses what a graph cannot replay."""
 
     def __init__(self):
         super().__init__()
         self.ops: list[tuple[Any, tuple, dict, Any]] = []
 
-    def __enter__(self):
-        self._tolist = torch.Tensor.tolist  # bypasses the dispatcher: refused while recording
+    def host_read(self, name: str) -> None:
+        raise CaptureError(f"{name} at {self._caller()} reads the host inside a captured region")
 
-        def refused(t):
-            raise CaptureError(f"Tensor.tolist() at {HostSyncAudit._caller()} reads the host inside a captured region")
-
-        torch.Tensor.tolist = refused
-        return super().__enter__()
-
-    def __exit__(self, *exc):
-        torch.Tensor.tolist = self._tolist
-        return super().__exit__(*exc)
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        kwargs = kwargs or {}
+    def run(self, func, args, kwargs):
         name = func._schema.name
-        boolean_index = name == "aten::index" and any(
-            isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8) for i in args[1])
-        if name in HOST_READS or boolean_index:
-            name += " (boolean mask)" if boolean_index else ""
-            raise CaptureError(f"{name} at {HostSyncAudit._caller()} reads the host inside a captured region")
         if name in ("aten::lift_fresh", "aten::lift_fresh_copy"):
-            raise CaptureError(f"a tensor made from Python data at {HostSyncAudit._caller()} inside a captured region "
+            raise CaptureError(f"a tensor made from Python data at {self._caller()} inside a captured region "
                                "(a host-to-device copy on CUDA): use torch.full / torch.zeros")
+        if func.is_view and _mutates(func):  # t_(), squeeze_(), ...: redoing it would change the shape again
+            raise CaptureError(f"{name} at {self._caller()} changes a tensor's shape in place inside a captured region")
+        out = func(*args, **kwargs)
         # a view aliases its input, so the recorded output already sees every replayed write; an
         # uninitialised tensor has nothing to redo; every other op runs again on the recorded tensors
         # (in place: on them; otherwise its result is copied into the recorded output)
-        if func.is_view and _mutates(func):  # t_(), squeeze_(), ...: redoing it would change the shape again
-            raise CaptureError(f"{name} at {HostSyncAudit._caller()} changes a tensor's shape in place inside a captured region")
-        out = func(*args, **kwargs)
         if not func.is_view and name not in _UNINITIALISED:
             self.ops.append((func, args, kwargs, out))
         return out

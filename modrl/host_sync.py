@@ -40,22 +40,25 @@ _ROOT = Path(__file__).resolve().parents[1]
 _PROJECT = tuple(_ROOT / d for d in ("modrl", "envs", "agents", "tests", "benchmarks"))
 
 
-class HostSyncAudit(TorchDispatchMode):
-    """Counts host-reading ops by (op, innermost project ``file:line``) while active."""
+class HostReadMode(TorchDispatchMode):
+    """A dispatch mode that calls :meth:`host_read` with the op's name before every host-reading op
+    (and ``Tensor.tolist``, which bypasses the dispatcher: it is wrapped while the mode is active),
+    then :meth:`run` for every op. Subclasses decide what a host read means (count it, refuse it)."""
 
-    def __init__(self):
-        super().__init__()
-        self.sites: Counter[tuple[str, str]] = Counter()
+    def host_read(self, name: str) -> None:
+        raise NotImplementedError
+
+    def run(self, func, args, kwargs):
+        return func(*args, **kwargs)
 
     def __enter__(self):
-        audit, tolist = self, torch.Tensor.tolist
-        self._tolist = tolist
+        self._tolist = tolist = torch.Tensor.tolist
 
-        def counted_tolist(t):
-            audit.sites[("Tensor.tolist", audit._caller())] += 1
+        def watched(t):
+            self.host_read("Tensor.tolist")
             return tolist(t)
 
-        torch.Tensor.tolist = counted_tolist
+        torch.Tensor.tolist = watched
         return super().__enter__()
 
     def __exit__(self, *exc):
@@ -66,10 +69,10 @@ class HostSyncAudit(TorchDispatchMode):
         name = func._schema.name
         if name == "aten::index" and any(isinstance(i, torch.Tensor) and i.dtype in (torch.bool, torch.uint8)
                                          for i in args[1]):
-            name = "aten::index (boolean mask)"
-        if name in HOST_READS or name == "aten::index (boolean mask)":
-            self.sites[(name, self._caller())] += 1
-        return func(*args, **(kwargs or {}))
+            self.host_read("aten::index (boolean mask)")
+        elif name in HOST_READS:
+            self.host_read(name)
+        return self.run(func, args, kwargs or {})
 
     @staticmethod
     def _caller() -> str:
@@ -78,6 +81,17 @@ class HostSyncAudit(TorchDispatchMode):
             if any(path.is_relative_to(d) for d in _PROJECT) and path.name not in ("host_sync.py", "graphs.py"):
                 return f"{path.relative_to(_ROOT)}:{frame.lineno}"
         return "?"
+
+
+class HostSyncAudit(HostReadMode):
+    """Counts host-reading ops by (op, innermost project ``file:line``) while active."""
+
+    def __init__(self):
+        super().__init__()
+        self.sites: Counter[tuple[str, str]] = Counter()
+
+    def host_read(self, name: str) -> None:
+        self.sites[(name, self._caller())] += 1
 
     @property
     def count(self) -> int:
