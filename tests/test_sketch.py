@@ -334,6 +334,7 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     assert row["episodes"] == 32 and set(row["zero_shot_per_task"]) == {"make[bed]", "make[axe]"}
     assert len(row["multitask_per_task"]) == 8 and set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
     assert summary["seeds_short_of_the_longest_sketch"] == 1  # 32 episodes do not get far
+    assert isinstance(row["no_op_steps"], list)
     out, err = capsys.readouterr()
     assert "| zero_shot |" in out
     assert "32 / 32 episodes (100.0%)" in err  # each run reports its progress in plain lines
@@ -387,7 +388,7 @@ def test_sketch_trace_reports_what_each_step_does(tmp_path, stop_bias, ticks):
     # modules that STOP at once spend 1 tick per step and fetch nothing; modules that never STOP are
     # stopped by the 15-tick cap at every step
     from modrl.config import load_config
-    from modrl.experiments.sketch_trace import markdown, trace
+    from modrl.experiments.sketch_trace import markdown, no_op_steps, trace
     from modrl.trainer import train
 
     run = train(load_config(CONFIGS / "craft_sketch_fast.yaml", [f"run_root={tmp_path}", "total_steps=1000", "env.num_envs=8",
@@ -400,6 +401,8 @@ def test_sketch_trace_reports_what_each_step_does(tmp_path, stop_bias, ticks):
     if stop_bias > 0:
         assert all(r["held_after"] == {} for r in result["steps"])
     assert "| 3 | get_gold | 1.000 |" in markdown(result)
+    no_ops = no_op_steps(run, ["get[gold]"], episodes=32)  # a module that stops at once is a no-op step
+    assert [s["module"] for s in no_ops] == (list(SKETCHES["get[gold]"]) if stop_bias > 0 else [])
     with pytest.raises(ValueError, match="unknown task 'get\\[silver\\]'"):
         trace(run, "get[silver]", episodes=8)
     from modrl.experiments.sketch_trace import main as trace_main

@@ -109,6 +109,10 @@ def run_seed(job: dict) -> dict:
         zero_shot = evaluate_run(run, episodes=job["eval_episodes"], split="heldout")
         row["zero_shot"] = zero_shot["success_rate"]
         row["zero_shot_per_task"] = {t: r["success_rate"] for t, r in zero_shot["per_task"].items()}
+    if cfg.env.id == "modrl/Craft-v0":  # which sketch steps' modules have become no-ops (sketch_trace)
+        from modrl.experiments.sketch_trace import no_op_steps
+
+        row["no_op_steps"] = no_op_steps(run)
     if job["adaptation_episodes"]:
         adapt_cfg = load_config(job["adaptation_config"], [*common, f"agent.init_modules={run}",
                                                            f"agent.max_episodes={job['adaptation_episodes']}"])
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> None:
                "eval_episodes": args.eval_episodes, "seeds": args.seeds, "wall_seconds": round(wall, 1),
                "parallel": args.parallel, "threads_per_seed": threads, "rows": rows}
     summary["seeds_short_of_the_longest_sketch"] = sum(r["max_length"] < longest for r in rows)
+    no_ops = {r["seed"]: sorted({s["module"] for s in r["no_op_steps"]}) for r in rows if r.get("no_op_steps")}
     lines = ["| measure | mean ± 95% CI over seeds | per seed |", "|---|---|---|"]
     for key in ("multitask", "zero_shot", "adaptation"):
         values = [r[key] for r in rows if key in r]
@@ -183,6 +188,9 @@ def main(argv: list[str] | None = None) -> None:
     print(f"{len(rows)} seeds, {args.episodes:,} episodes each, {wall / 60:.1f} min wall time "
           f"({args.parallel} at once); curriculum: {summary['seeds_short_of_the_longest_sketch']} seed(s) "
           f"did not reach the longest sketches")
+    for seed, modules in no_ops.items():  # a module that STOPs at once, its job absorbed by a neighbour
+        print(f"seed {seed}: no-op module(s) {', '.join(modules)} (sketch steps they leave within 1.5 ticks: "
+              f"python -m modrl.experiments.sketch_trace RUN --task TASK)")
 
 
 if __name__ == "__main__":

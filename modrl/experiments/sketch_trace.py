@@ -8,6 +8,9 @@ sketch or a new map. This runs one episode per env along a task's sketch with th
 the ticks spent in it, and the items held when it stops.
 
     python -m modrl.experiments.sketch_trace runs/Craft-v0__craft_sketch_fast__1__... --task "get[gold]"
+
+:func:`no_op_steps` lists the steps whose module stops within 1.5 ticks on average (the
+reproduction script reports them per seed).
 """
 
 from __future__ import annotations
@@ -87,6 +90,27 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
         rows.append({"step": k, "module": symbol, "reached": round(int(reached[k]) / n, 3),
                      "mean_ticks": round(float(ticks[k]) / m, 2), "held_after": items})
     return {"run": str(run_dir), "task": task, "episodes": n, "success_rate": float(success.float().mean()), "steps": rows}
+
+
+def no_op_steps(run_dir: str | Path, tasks=None, *, episodes: int = 500, max_ticks: float = 1.5, seed: int = 5,
+                checkpoint: str | Path | None = None) -> list[dict[str, Any]]:
+    """The sketch steps of ``tasks`` (default: the run's training split) whose module stops within
+    ``max_ticks`` ticks on average: a module that has become a no-op there, its job absorbed by a
+    neighbour (what stalls the Craft curriculum and breaks zero-shot sketches that need the module)."""
+    from modrl.evaluation import read_run_config
+    from modrl.trainer import make_env
+
+    if tasks is None:
+        cfg = read_run_config(Path(run_dir))
+        env = make_env(cfg.env, "cpu", num_envs=1)
+        tasks = [t for t, w in zip(env.task_names, env.task_weights.tolist()) if w > 0]
+    found = []
+    for task in tasks:
+        result = trace(run_dir, task, episodes=episodes, seed=seed, checkpoint=checkpoint)
+        for r in result["steps"]:
+            if r["reached"] >= 0.5 and r["mean_ticks"] <= max_ticks:
+                found.append({"task": task, "step": r["step"], "module": r["module"], "mean_ticks": r["mean_ticks"]})
+    return found
 
 
 def markdown(result: dict[str, Any]) -> str:
