@@ -168,8 +168,8 @@ def evaluate_run(
             raise ValueError(f"--split {split}: {cfg.env.id} has no task splits")
         overrides["split"] = split
     env = make_env(cfg.env, cfg.device, num_envs=min(cfg.env.num_envs, episodes), **overrides)
-    split_weights = getattr(env, "task_weights", None)
-    split_weights = split_weights.clone() if split_weights is not None else None  # the agent's curriculum rewrites it in place
+    # a copy: the agent's curriculum rewrites the env's weights in place
+    split_weights = env.task_weights.clone() if hasattr(env, "task_weights") else None
     agent = make_agent(cfg, env)
     if split_weights is not None:  # evaluate on the split's tasks, not the training curriculum's
         env.set_task_distribution(split_weights)

@@ -33,6 +33,7 @@ from __future__ import annotations
 from typing import Any, Callable
 
 import torch
+
 from modrl.host_sync import HostReadMode
 
 
@@ -198,9 +199,8 @@ class CapturedRegion:
                 raise CaptureError(f"{where} shares its tensor with another attribute that got another value")
             targets[id(old)] = new
             moves.append((i, name, old, new))
-        olds = {id(old) for _, _, old, _ in moves}
         # a new value that is another attribute's old tensor is read before that tensor is overwritten
-        sources = [new.clone() if id(new) in olds else new for _, _, _, new in moves]
+        sources = [new.clone() if id(new) in targets else new for _, _, _, new in moves]
         for (i, name, old, _), source in zip(moves, sources):
             old.copy_(source)
             setattr(_holder(self.holders[i]), name, old)

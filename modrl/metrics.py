@@ -86,7 +86,7 @@ class ModularityMetrics:
                                (own & (transition.duration == 1) & ~transition.forced).double()], -1)
         self.module_runs.index_add_(0, transition.choice.clamp(0, self.num_modules - 1), per_run)
         self.totals += torch.stack(
-            [done.sum(), (transition.forced.double() * done).sum(), torch.full((), float(done.numel()), dtype=done.dtype, device=done.device),
+            [done.sum(), (transition.forced.double() * done).sum(), done.new_full((), float(done.numel())),
              done.new_zeros(()), done.new_zeros(())]
         )
 
