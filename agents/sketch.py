@@ -53,6 +53,13 @@ class SketchConfig:
     with one step count and moments per module (``modrl/optim.py``), as if each module, critic
     head and router had its own optimiser — not in the paper."""
     entropy_coef: float = 0.001
+    new_module_entropy: float | None = None
+    """Not in the paper. With the curriculum: the entropy coefficient of the modules a promotion
+    brings in (symbols first used by the new level's sketches; none at the first level), until the
+    next promotion; ``None``: ``entropy_coef`` for every module. A module entering beside trained
+    ones is pushed to STOP at once by the discount (stopping skips its random walk while the
+    trained modules sometimes finish the task anyway); if the trained modules then learn its job,
+    it stays a no-op (docs/results.md, "get_iron"). More entropy keeps it exploring meanwhile."""
     hidden_size: int = 128
     stop_bias: float = -3.0
     max_subtask_steps: int = 15
@@ -146,6 +153,9 @@ class PolicySketches(OnPolicyAlgorithm):
                              "routing: sketch needs it off")
         if self.learned and (cfg.update != "reinforce" or self.joint or cfg.critic != "task" or cfg.rollout_steps):
             raise ValueError("routing: learned supports update: reinforce, modules: per_symbol, critic: task and rollout_steps: 0")
+        if cfg.new_module_entropy is not None and (self.joint or not cfg.curriculum):
+            raise ValueError("new_module_entropy needs modules: per_symbol and curriculum: true (it applies to the "
+                             "modules each promotion brings in)")
         if cfg.rollout_steps < 0:
             raise ValueError(f"rollout_steps must be >= 0 (0: one whole episode per env), got {cfg.rollout_steps}")
         if cfg.rollout_graph not in ("eager", "cuda", "emulate"):
@@ -199,6 +209,7 @@ class PolicySketches(OnPolicyAlgorithm):
         self.max_length = 0 if cfg.curriculum else int(env.sketch_lengths.max())  # _promote starts ℓ_max at 1
         self.round_updates = 0
         self.round_success = torch.zeros(2, self.num_tasks, dtype=torch.float64, device=dev)  # successes, episodes
+        self.last_round_success: torch.Tensor | None = None  # per task, of the last round that ended
         self.episodes = 0
         self._steps = 0
         self.total_env_steps = total_steps
@@ -207,6 +218,7 @@ class PolicySketches(OnPolicyAlgorithm):
         # with rollout_steps: the episodes in progress, carried from one update to the next
         self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
         self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
+        self._entropy_coef: torch.Tensor | None = None  # per module, with new_module_entropy
         self._graph = None  # the captured rollout (rollout_graph), made at the first update
         self._milestone: str | None = None
         if cfg.curriculum:
@@ -257,8 +269,29 @@ class PolicySketches(OnPolicyAlgorithm):
         self.round_updates = 0
         self.round_success.zero_()
         self._milestone = f"length_{self.max_length}"
+        self._set_entropy_coefs()
         if self.cfg.restart_optimizer:
             self.optimizer.state.clear()  # moments and step counts start again (bias-corrected)
+
+    def entering_modules(self) -> torch.Tensor:
+        """Bool per module: used by the current level's sketches and by no shorter allowed one (all
+        False at the first level, where no module has been trained yet)."""
+        lengths = self.env.sketch_lengths
+
+        def used(tasks: torch.Tensor) -> torch.Tensor:
+            symbols = self.env.sketches[tasks].flatten()  # padded with −1
+            mask = torch.zeros(self.num_symbols, dtype=torch.bool, device=self.device)
+            return mask.index_fill_(0, symbols[symbols >= 0], True)
+
+        earlier = self.allowed_tasks & (lengths < self.max_length)
+        if not bool(earlier.any()):
+            return torch.zeros(self.num_symbols, dtype=torch.bool, device=self.device)
+        return used(self.allowed_tasks) & ~used(earlier)
+
+    def _set_entropy_coefs(self) -> None:
+        cfg = self.cfg
+        if cfg.new_module_entropy is not None:
+            self._entropy_coef = torch.where(self.entering_modules(), cfg.new_module_entropy, cfg.entropy_coef)
 
     def pop_milestone(self) -> str | None:
         """``length_<ℓ>`` once after each promotion of the curriculum (the original wrote a
@@ -277,6 +310,7 @@ class PolicySketches(OnPolicyAlgorithm):
             return {}
         successes, episodes = self.round_success
         rate = torch.where(episodes > 0, successes / episodes.clamp_min(1), 0.0)
+        self.last_round_success = torch.where(episodes > 0, rate, float("nan"))  # per task, NaN: not sampled
         current = self.allowed_tasks & (episodes > 0)
         if bool(current.any()) and float(rate[current].min()) > cfg.promote_threshold and self.max_length < int(self.env.sketch_lengths[self.task_weights > 0].max()):
             self._promote()
@@ -557,7 +591,8 @@ class PolicySketches(OnPolicyAlgorithm):
             surrogate = torch.min(ratio * advantage, clipped * advantage)
             clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
         count = max(1, obs.shape[0])
-        actor_loss = (-surrogate + cfg.entropy_coef * neg_entropy).sum() / count
+        entropy_coef = cfg.entropy_coef if self._entropy_coef is None else self._entropy_coef.index_select(0, module)
+        actor_loss = (-surrogate + entropy_coef * neg_entropy).sum() / count
         critic_loss = ((ret - value) ** 2).sum() / count
         check_finite({"policy_loss": actor_loss, "value_loss": critic_loss}, self.global_step)
         return actor_loss, critic_loss, neg_entropy, clipfrac
@@ -611,6 +646,7 @@ class PolicySketches(OnPolicyAlgorithm):
         self.allowed_tasks = state["allowed_tasks"].to(self.device)
         self.episodes, self._steps = int(state["episodes"]), int(state["steps"])
         self.env.set_task_distribution(state["env_task_weights"].to(self.device))
+        self._set_entropy_coefs()
         if "episodes_in_progress" in state:  # checkpoints before rollout_steps have none (and need none)
             live = state["episodes_in_progress"]
             self.router.pointer, self.router.task = live["pointer"].to(self.device), live["task"].to(self.device)

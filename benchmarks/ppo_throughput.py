@@ -62,10 +62,13 @@ class SB3PPO:
         from stable_baselines3.common.env_util import make_vec_env
         from torch import nn
 
+        from modrl.sb3 import silent_logger
+
         vec = make_vec_env(lambda: gym.make("modrl/FourRooms-v0", max_episode_steps=100), n_envs=8, seed=0)
         policy_kwargs = {"activation_fn": {"tanh": nn.Tanh, "relu": nn.ReLU}[activation]}
         self.model = PPO("MlpPolicy", vec, n_steps=128, batch_size=256, n_epochs=4, seed=0, device="cpu", verbose=0,
                          policy_kwargs=policy_kwargs)
+        self.model.set_logger(silent_logger())
         self.model.learn(1024)  # warm-up
 
     def steps_per_s(self, steps: int) -> float:

@@ -21,6 +21,15 @@ from stable_baselines3.common.vec_env import VecEnv
 from modrl.vec import EnvError, TorchVectorEnv, _tree_map
 
 
+def silent_logger():
+    """An SB3 logger without outputs, for ``model.set_logger``: without one, every ``learn()`` calls
+    SB3's ``configure()``, which leaves an empty ``SB3-<date>`` folder in the temp directory even
+    with ``verbose=0``."""
+    from stable_baselines3.common.logger import Logger
+
+    return Logger(folder=None, output_formats=[])
+
+
 def _numpy(obs):
     return _tree_map(lambda t: t.cpu().numpy(), obs)
 

@@ -178,9 +178,12 @@ def test_stable_baselines3_trains_on_the_single_env():
     from stable_baselines3 import PPO
     from stable_baselines3.common.env_checker import check_env as sb3_check_env
 
+    from modrl.sb3 import silent_logger
+
     env = gym.make("modrl/FourRooms-v0", max_episode_steps=50)
     sb3_check_env(env)
     model = PPO("MlpPolicy", env, n_steps=64, batch_size=32, n_epochs=1, seed=0, device="cpu")
+    model.set_logger(silent_logger())
     model.learn(256)
     action, _ = model.predict(env.reset(seed=0)[0])
     assert env.action_space.contains(int(action))

@@ -6,7 +6,7 @@ import torch
 
 from modrl.envs.craft import CraftVectorEnv
 from modrl.envs.four_rooms import FourRoomsVectorEnv
-from modrl.sb3 import SB3VecEnv
+from modrl.sb3 import SB3VecEnv, silent_logger
 from modrl.vec import EnvError
 
 
@@ -62,6 +62,7 @@ def test_sb3_ppo_learns_four_rooms_through_the_adapter():
 
     venv = SB3VecEnv(FourRoomsVectorEnv(32, max_episode_steps=100))
     model = PPO("MlpPolicy", venv, n_steps=64, batch_size=512, n_epochs=4, learning_rate=1e-3, seed=0, device="cpu")
+    model.set_logger(silent_logger())
     model.learn(60_000)
     result = evaluate(SB3Agent(model), FourRoomsVectorEnv(100, max_episode_steps=100), 200, seed=1)
     print(f"SB3 PPO through SB3VecEnv, Four Rooms success: {result['success_rate']:.3f}")

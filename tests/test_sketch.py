@@ -114,6 +114,33 @@ def test_restart_optimizer_needs_an_adam_optimizer():
         make(restart_optimizer=True, optimizer="rmsprop")
 
 
+def test_new_module_entropy_applies_to_the_modules_each_promotion_brings_in():
+    from modrl.envs.craft import SYMBOLS
+
+    agent = make(updates_per_round=1, promote_threshold=-1.0, new_module_entropy=0.01, entropy_coef=0.001)
+    entering = lambda: {SYMBOLS[i] for i in torch.nonzero(agent.entering_modules()).flatten().tolist()}
+    assert agent.max_length == 2 and entering() == set()  # the first level: no trained module beside them
+    assert torch.equal(agent._entropy_coef, torch.full((len(SYMBOLS),), 0.001))
+    for length, new in ((3, {"get_iron"}), (4, {"get_gold"}), (5, {"get_gem"})):
+        agent.train_iteration()  # one update per round, always promoted
+        assert agent.max_length == length and entering() == new
+        expected = torch.tensor([0.01 if s in new else 0.001 for s in SYMBOLS])
+        assert torch.allclose(agent._entropy_coef, expected)
+    # the actor loss weighs each sample's entropy by its module's coefficient
+    n = 12
+    obs, module = agent.obs[:n], torch.arange(n) % len(SYMBOLS)
+    zeros = torch.zeros(n)
+    actor_loss, _, neg_entropy, _ = agent._losses(obs, module, torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long),
+                                                  zeros, torch.zeros(n, dtype=torch.long), advantage=zeros, value=zeros)
+    assert torch.allclose(actor_loss, (expected[module] * neg_entropy).sum() / n)
+    # a resumed agent derives the same coefficients from its curriculum state
+    resumed = make(updates_per_round=1, promote_threshold=-1.0, new_module_entropy=0.01, entropy_coef=0.001)
+    resumed.load_state_dict(agent.state_dict())
+    assert torch.allclose(resumed._entropy_coef, expected)
+    with pytest.raises(ValueError, match="new_module_entropy"):
+        make(new_module_entropy=0.01, modules="joint")
+
+
 def test_unit_scaling_init_is_the_originals_and_keeps_the_stop_bias():
     """init: unit_scaling draws every layer's weights in ±1.43·√(3/fan_in) (TF's uniform unit
     scaling, the original's RELU_SCALE), biases 0 except the STOP logit's."""
@@ -457,3 +484,11 @@ def test_each_curriculum_promotion_keeps_a_checkpoint(tmp_path):
     assert len(list_checkpoints(run)) == 1  # milestones are not pruned, nor taken for the latest
     result = trace(run, "make[bridge]", episodes=16, checkpoint=run / "checkpoints" / "length_3.pt")
     assert [r["module"] for r in result["steps"]] == list(SKETCHES["make[bridge]"])
+    # continuations from a promotion follow the module it brings in (get_iron at ℓ_max 3)
+    from modrl.experiments.entering_modules import continuation
+
+    out = continuation(run, 3, 0, updates=3, every=1, overrides=("agent.new_module_entropy=0.01",))
+    assert out["entering"] == ["get_iron"] and len(out["immediate_stop"]["get_iron"]) == 3
+    assert len(out["round_success"]["make[bridge]"]) == 1 and out["max_length"] == 4  # 2 updates a round, promoted
+    with pytest.raises(FileNotFoundError, match="length_7.pt"):
+        continuation(run, 7, 0, updates=1)

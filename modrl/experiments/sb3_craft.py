@@ -49,7 +49,7 @@ def main(argv: list[str] | None = None) -> dict:
     from stable_baselines3.common.callbacks import BaseCallback
     from stable_baselines3.common.env_util import make_vec_env
 
-    from modrl.sb3 import SB3VecEnv
+    from modrl.sb3 import SB3VecEnv, silent_logger
 
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--steps", type=int, default=2_000_000, help="env steps of SB3 training")
@@ -80,6 +80,7 @@ def main(argv: list[str] | None = None) -> dict:
         venv = make_vec_env(lambda: gym.make("modrl/Craft-v0", **ENV_KWARGS), n_envs=args.envs, seed=args.seed)
     model = PPO("MlpPolicy", venv, n_steps=args.n_steps, batch_size=min(64, args.n_steps * args.envs),
                 seed=args.seed, verbose=0, device="cpu")
+    model.set_logger(silent_logger())
     start = time.time()
     model.learn(total_timesteps=args.steps, callback=Progress())
     train_seconds = time.time() - start
