@@ -18,7 +18,8 @@
 Each update runs ``num_envs`` episodes side by side, one per env, to their ends (at most 100 steps),
 so returns are exact Monte-Carlo returns; or, with ``rollout_steps: N``, ``N`` ticks of every env
 with episodes carried over between updates and the critic bootstrapping the cut (no env steps
-wasted on finished episodes). Zero-shot recombination needs nothing else: evaluating
+wasted on finished episodes; the REINFORCE update then reuses the modules' first-layer products
+computed while acting, instead of recomputing its widest matmul). Zero-shot recombination needs nothing else: evaluating
 on held-out sketches (``modrl eval RUN --split heldout``) chains the trained modules.
 """
 
@@ -60,6 +61,12 @@ class SketchConfig:
     ones is pushed to STOP at once by the discount (stopping skips its random walk while the
     trained modules sometimes finish the task anyway); if the trained modules then learn its job,
     it stays a no-op (docs/results.md, "get_iron"). More entropy keeps it exploring meanwhile."""
+    new_module_prior: Literal["uniform", "stop_bias"] = "uniform"
+    """Not in the paper. What ``new_module_entropy`` pulls an entering module towards. The entropy
+    bonus is, up to a constant, −KL(π‖uniform): with no reward yet it drives the module to STOP
+    with probability 1/6 per tick, walks of ~5 ticks (docs/results.md: get_gem, never reaching its
+    gem). ``stop_bias``: −KL(π‖π₀) instead, π₀ the policy of the initial biases (moves uniform,
+    STOP with probability e^b / (A + e^b), b = ``stop_bias``: 1% on Craft)."""
     hidden_size: int = 128
     stop_bias: float = -3.0
     max_subtask_steps: int = 15
@@ -156,6 +163,8 @@ class PolicySketches(OnPolicyAlgorithm):
         if cfg.new_module_entropy is not None and (self.joint or not cfg.curriculum):
             raise ValueError("new_module_entropy needs modules: per_symbol and curriculum: true (it applies to the "
                              "modules each promotion brings in)")
+        if cfg.new_module_prior != "uniform" and cfg.new_module_entropy is None:
+            raise ValueError(f"new_module_prior: {cfg.new_module_prior} needs new_module_entropy (its coefficient)")
         if cfg.rollout_steps < 0:
             raise ValueError(f"rollout_steps must be >= 0 (0: one whole episode per env), got {cfg.rollout_steps}")
         if cfg.rollout_graph not in ("eager", "cuda", "emulate"):
@@ -219,6 +228,9 @@ class PolicySketches(OnPolicyAlgorithm):
         self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
         self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
         self._entropy_coef: torch.Tensor | None = None  # per module, with new_module_entropy
+        self._entering: torch.Tensor | None = None  # per module, with new_module_prior: stop_bias
+        # π₀ of new_module_prior: stop_bias, log-probabilities of the world actions and STOP
+        self._prior_log_probs = torch.tensor([0.0] * self.stop_action + [cfg.stop_bias], device=dev).log_softmax(-1)
         self._graph = None  # the captured rollout (rollout_graph), made at the first update
         self._milestone: str | None = None
         if cfg.curriculum:
@@ -291,7 +303,9 @@ class PolicySketches(OnPolicyAlgorithm):
     def _set_entropy_coefs(self) -> None:
         cfg = self.cfg
         if cfg.new_module_entropy is not None:
-            self._entropy_coef = torch.where(self.entering_modules(), cfg.new_module_entropy, cfg.entropy_coef)
+            entering = self.entering_modules()
+            self._entropy_coef = torch.where(entering, cfg.new_module_entropy, cfg.entropy_coef)
+            self._entering = entering if cfg.new_module_prior == "stop_bias" else None
 
     def pop_milestone(self) -> str | None:
         """``length_<ℓ>`` once after each promotion of the curriculum (the original wrote a
@@ -325,7 +339,10 @@ class PolicySketches(OnPolicyAlgorithm):
     @torch.no_grad()
     def sample_action(self, obs, active, task, forced, deterministic: bool = False) -> torch.Tensor:
         """Each env's active module acts (5 world actions + STOP); at the cap the action is a forced STOP."""
-        probs = self._log_probs(obs, active.clamp(max=self.num_symbols - 1), task).exp()
+        return self._sample(self._log_probs(obs, active.clamp(max=self.num_symbols - 1), task), forced, deterministic)
+
+    def _sample(self, log_probs, forced, deterministic: bool = False) -> torch.Tensor:
+        probs = log_probs.exp()
         action = probs.argmax(-1) if deterministic else torch.multinomial(probs, 1).squeeze(-1)
         return torch.where(forced, self.stop_action, action)  # the forced advance: STOP, not trained on
 
@@ -446,12 +463,21 @@ class PolicySketches(OnPolicyAlgorithm):
             "ended": torch.zeros(T, n, dtype=torch.bool, device=dev),
             "task": torch.zeros(T, n, dtype=torch.long, device=dev),
         }
+        # the REINFORCE update runs the modules on these very rows with these very parameters: the
+        # first layer's product computed here to act is kept for it (StackedMLP.forward_keeping_product)
+        keep = self.cfg.update == "reinforce" and self.policy["subpolicies"].net.keeps_product(self._policy_input(obs, router.task)[0])
+        if keep:
+            buf["product"] = torch.empty(T, n, self.cfg.hidden_size, device=dev)
         for t in range(T):
             task = router.task
             need = ctrl.decide(router.route().choice)
             self.metrics.record_decisions(task, ctrl.active, need)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
-            action = self.sample_action(obs, ctrl.active, task, forced)
+            if keep:
+                log_probs, buf["product"][t] = self._log_probs_keeping_product(obs, ctrl.active.clamp(max=self.num_symbols - 1), task)
+                action = self._sample(log_probs, forced)
+            else:
+                action = self.sample_action(obs, ctrl.active, task, forced)
             buf["obs"][t], buf["module"][t], buf["action"][t], buf["task"][t] = obs, ctrl.active, action, task
             buf["critic"][t] = self._critic_index(task, router.pointer)
             buf["trainable"][t] = ~forced
@@ -502,6 +528,7 @@ class PolicySketches(OnPolicyAlgorithm):
             advantages, returns = generalized_advantages(rewards, values, ended, next_value, cfg.gamma, cfg.gae_lambda)
             advantage = advantages.flatten().index_select(0, idx)
         obs = all_obs.index_select(0, idx)
+        product = buf["product"][:T].flatten(0, 1).index_select(0, idx) if "product" in buf else None
         module = modules.index_select(0, idx)
         grouping = Grouping.presorted(torch.zeros_like(module) if self.joint else module,  # joint: one policy
                                       self.policy["subpolicies"].num_modules)
@@ -524,7 +551,7 @@ class PolicySketches(OnPolicyAlgorithm):
 
         if cfg.update == "reinforce":
             actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(
-                obs, module, task, action, ret, head, advantage=advantage, value=value, grouping=grouping)
+                obs, module, task, action, ret, head, advantage=advantage, value=value, grouping=grouping, product=product)
             sq = self._apply(actor_loss + cfg.critic_coef * critic_loss + router_loss)
         else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
             with torch.no_grad():
@@ -562,26 +589,44 @@ class PolicySketches(OnPolicyAlgorithm):
             return task
         return task * self.max_sketch + step.clamp(max=self.max_sketch - 1)
 
-    def _log_probs(self, obs, module, task, grouping: Grouping | None = None) -> torch.Tensor:
+    def _policy_input(self, obs, task, module=None):
+        """The modules' input and module index: the joint policy is told the task's sketch and is
+        module 0 for every symbol."""
+        if self.joint:
+            return torch.cat([obs, self.sketch_code[task]], -1), None if module is None else torch.zeros_like(module)
+        return obs, module
+
+    def _log_probs(self, obs, module, task, grouping: Grouping | None = None, product=None) -> torch.Tensor:
         """Log-probabilities of the 5 world actions + STOP under each sample's module
-        (``grouping``: the rows' module order, when they are already sorted)."""
-        if self.joint:  # one policy for every symbol, told the task's sketch
-            obs, module = torch.cat([obs, self.sketch_code[task]], -1), torch.zeros_like(module)
-        logits, stop_logit = self.policy["subpolicies"](obs, module, grouping)
+        (``grouping``: the rows' module order, when they are already sorted; ``product``: the rows'
+        first-layer product kept while acting, see :meth:`_log_probs_keeping_product`)."""
+        x, module = self._policy_input(obs, task, module)
+        logits, stop_logit = self.policy["subpolicies"](x, module, grouping, product)
         return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1)
 
-    def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None, value=None, grouping=None):
+    def _log_probs_keeping_product(self, obs, module, task) -> tuple[torch.Tensor, torch.Tensor]:
+        """:meth:`_log_probs` and each row's first-layer product, for the update to reuse."""
+        x, module = self._policy_input(obs, task, module)
+        logits, stop_logit, product = self.policy["subpolicies"].forward_keeping_product(x, module)
+        return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1), product
+
+    def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None, value=None, grouping=None,
+                product=None):
         """Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
         loss, negative entropy and the clipped fraction, averaged over the samples; ``critic`` is
         each sample's critic head (``value``: the critic's output on these samples, if computed)."""
         cfg = self.cfg
-        log_probs = self._log_probs(obs, module, task, grouping)
+        log_probs = self._log_probs(obs, module, task, grouping, product)
         log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
         if value is None:
             value = self.policy["critics"](obs, critic)
         if advantage is None:
             advantage = (ret - value).detach()
         neg_entropy = (log_probs.exp() * log_probs).sum(-1)
+        regulariser = neg_entropy  # −H(π); entering modules with new_module_prior: stop_bias: KL(π‖π₀)
+        if self._entering is not None:
+            cross = (log_probs.exp() * self._prior_log_probs).sum(-1)
+            regulariser = neg_entropy - torch.where(self._entering.index_select(0, module), cross, torch.zeros_like(cross))
         if old_log_prob is None:
             surrogate = log_prob * advantage
             clipfrac = torch.zeros((), device=obs.device)
@@ -592,7 +637,7 @@ class PolicySketches(OnPolicyAlgorithm):
             clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
         count = max(1, obs.shape[0])
         entropy_coef = cfg.entropy_coef if self._entropy_coef is None else self._entropy_coef.index_select(0, module)
-        actor_loss = (-surrogate + entropy_coef * neg_entropy).sum() / count
+        actor_loss = (-surrogate + entropy_coef * regulariser).sum() / count
         critic_loss = ((ret - value) ** 2).sum() / count
         check_finite({"policy_loss": actor_loss, "value_loss": critic_loss}, self.global_step)
         return actor_loss, critic_loss, neg_entropy, clipfrac

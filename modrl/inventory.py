@@ -11,6 +11,11 @@ row's own output (``dense``: M× the arithmetic, but static shapes and no host r
 captured in a CUDA graph; M ≤ 16), and otherwise a loop over the M contiguous segments of the
 sorted batch (it reads the segment ends on the host) is the fallback.
 
+An on-policy update that runs the modules on the very rows they acted on, with the same
+parameters, can reuse the acting pass's first-layer product (:meth:`StackedMLP.forward_keeping_product`,
+then ``forward(..., product=)``): the update skips its widest matmul, and its gradients are those
+of recomputing it.
+
 Modules can be appended after training has started (:meth:`StackedMLP.add_modules`, continual
 setting) and frozen one by one (:meth:`StackedMLP.freeze`).
 """
@@ -116,9 +121,37 @@ def _grouped_mm_supported(device: torch.device, dtype: torch.dtype) -> bool:
     return False
 
 
-def grouped_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: Grouping, use_grouped: bool):
-    """``h[i] @ weight[m_i] + bias[m_i]`` for rows of ``h`` already sorted by module."""
-    if use_grouped:
+class _KnownProduct(torch.autograd.Function):
+    """``x[i] @ weight[m_i]`` for rows sorted by module, when that product is already known —
+    computed with these very weights while acting: the forward returns it, the backward is
+    ``grouped_mm``'s own weight gradient, ``x[seg]ᵀ · grad[seg]`` per module segment. ``x`` (an
+    observation) takes no gradient. Saves the update's widest matmul (1076 → 128 in Craft)."""
+
+    @staticmethod
+    def forward(ctx, x, weight, product, offsets):
+        ctx.save_for_backward(x, offsets)
+        return product.view_as(product)
+
+    @staticmethod
+    def backward(ctx, grad):
+        x, offsets = ctx.saved_tensors
+        grad_weight = F.grouped_mm(x.t(), grad.contiguous(), offs=offsets) if ctx.needs_input_grad[1] else None
+        return None, grad_weight, None, None
+
+
+def _aligned(fan_in: int, fan_out: int, dtype: torch.dtype) -> bool:
+    """Whether ``grouped_mm`` takes this layer without zero-padding (16-byte row strides)."""
+    align = max(1, 16 // torch.empty((), dtype=dtype).element_size())
+    return fan_in % align == 0 and fan_out % align == 0
+
+
+def grouped_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: Grouping, use_grouped: bool,
+                   product: torch.Tensor | None = None):
+    """``h[i] @ weight[m_i] + bias[m_i]`` for rows of ``h`` already sorted by module (``product``:
+    ``h[i] @ weight[m_i]`` if already known, see :class:`_KnownProduct`)."""
+    if product is not None:
+        y = _KnownProduct.apply(h, weight, product, g.offsets)
+    elif use_grouped:
         # grouped_mm needs 16-byte-aligned row strides: zero-pad odd widths (e.g. 5 actions + STOP).
         align = max(1, 16 // h.element_size())
         fan_in, fan_out = weight.shape[1], weight.shape[2]
@@ -209,13 +242,30 @@ class StackedMLP(nn.Module):
         index: torch.Tensor,
         grouping: Grouping | None = None,
         params: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+        product: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """``x``: [B, in_dim]; ``index``: [B] module of each row in [0, M); returns [B, out_dim].
 
         ``params`` replaces the stored parameters by another stack of the same layer shapes
         (e.g. per-task averages of module parameters, with ``index`` the task; see
-        ``modrl.routing.SkillAllocation``).
+        ``modrl.routing.SkillAllocation``). ``product``: each row's first-layer product
+        ``x[i] @ W₀[index[i]]`` (no bias), as :meth:`forward_keeping_product` returned it with the
+        same parameters: the forward skips that matmul and the gradients are unchanged.
         """
+        return self._forward(x, index, grouping, params, product)[0]
+
+    def forward_keeping_product(self, x: torch.Tensor, index: torch.Tensor, grouping: Grouping | None = None):
+        """``(forward(x, index), product)``: also each row's first-layer product (``[B, hidden]``,
+        rows in ``x``'s order) for a later ``forward(..., product=)`` with the same parameters —
+        the acting pass's product reused by the update. ``product`` is None where the layer does
+        not run as one unpadded ``grouped_mm`` (then the later forward computes it)."""
+        return self._forward(x, index, grouping, None, None, keep=True)
+
+    def keeps_product(self, x: torch.Tensor) -> bool:
+        """Whether :meth:`forward_keeping_product` returns a product for inputs like ``x``."""
+        return self._mode(x) == "grouped" and _aligned(self.dims[0], self.dims[1], x.dtype)
+
+    def _forward(self, x, index, grouping, params, product, keep: bool = False):
         if x.dim() != 2 or x.shape[1] != self.dims[0]:
             raise ValueError(f"inventory input must have shape [B, {self.dims[0]}], got {tuple(x.shape)}")
         if index.shape != x.shape[:1]:
@@ -224,6 +274,8 @@ class StackedMLP(nn.Module):
         last = len(self.weights) - 1
         mode = self._mode(x)
         if mode == "dense":  # every module on every row, each row keeps its own module's output
+            if product is not None:
+                raise ValueError("product needs the grouped mode (keeps_product(x) is False here)")
             h, index = x, index.long()
             for layer in range(len(self.weights)):
                 w, b = params[layer] if params is not None else self._effective(layer)
@@ -232,16 +284,26 @@ class StackedMLP(nn.Module):
                 h = every.gather(1, index.view(-1, 1, 1).expand(-1, 1, fan_out)).squeeze(1) + b.index_select(0, index)
                 if layer < last or self.final_activation:
                     h = self.activation(h)
-            return h
+            return h, None
         g = grouping or Grouping.of(index, groups)
         use_grouped = mode == "grouped"
-        h = g.sort(x)
+        keep = keep and self.keeps_product(x)
+        if product is not None:
+            if not self.keeps_product(x) or product.shape != (x.shape[0], self.dims[1]):
+                raise ValueError(f"product must be [{x.shape[0]}, {self.dims[1]}] from forward_keeping_product "
+                                 f"(got {tuple(product.shape)}, mode {mode})")
+            product = g.sort(product)
+        h, kept = g.sort(x), None
         for layer in range(len(self.weights)):
             w, b = params[layer] if params is not None else self._effective(layer)
-            h = grouped_linear(h, w, b, g, use_grouped)
+            if layer == 0 and keep:
+                kept = grouped_linear(h, w, None, g, use_grouped)
+                h = kept + b.index_select(0, g.sorted_index)
+            else:
+                h = grouped_linear(h, w, b, g, use_grouped, product if layer == 0 else None)
             if layer < last or self.final_activation:
                 h = self.activation(h)
-        return g.unsort(h)
+        return g.unsort(h), (None if kept is None else g.unsort(kept))
 
     def parameters_by_layer(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The (weight [M, in, out], bias [M, out]) of each layer, frozen modules resolved."""
@@ -388,10 +450,17 @@ class PolicyInventory(nn.Module):
     def num_modules(self) -> int:
         return self.net.num_modules
 
-    def forward(self, x: torch.Tensor, index: torch.Tensor, grouping: Grouping | None = None):
-        """Return ``(action_logits [B, A], halt_logit [B])`` of each row's module."""
-        out = self.net(x, index, grouping)
+    def forward(self, x: torch.Tensor, index: torch.Tensor, grouping: Grouping | None = None,
+                product: torch.Tensor | None = None):
+        """Return ``(action_logits [B, A], halt_logit [B])`` of each row's module (``product``: see
+        :meth:`StackedMLP.forward`)."""
+        out = self.net(x, index, grouping, product=product)
         return out[:, : self.num_actions], out[:, self.num_actions]
+
+    def forward_keeping_product(self, x: torch.Tensor, index: torch.Tensor):
+        """``(action_logits, halt_logit, product)``: :meth:`StackedMLP.forward_keeping_product`."""
+        out, product = self.net.forward_keeping_product(x, index)
+        return out[:, : self.num_actions], out[:, self.num_actions], product
 
 
 class ValueHeads(nn.Module):

@@ -68,6 +68,39 @@ def test_rows_gathered_in_module_order_need_no_second_sort():
         torch.testing.assert_close(a, b)
 
 
+
+@pytest.mark.parametrize("frozen", [False, True])
+def test_a_kept_first_layer_product_gives_the_same_outputs_and_gradients(frozen):
+    # the acting pass keeps each row's x @ W0[m]; the update's forward reuses it (no first matmul)
+    # and must give the outputs and parameter gradients of recomputing it
+    torch.manual_seed(0)
+    inv = StackedMLP(4, 12, 6, hidden=8, num_layers=2, mode="grouped")
+    if frozen:
+        inv.freeze([2])
+    buffer, module = torch.randn(50, 12), torch.randint(0, 4, (50,))
+    with torch.no_grad():  # the acting pass, in the buffer's order
+        acted, product = inv.forward_keeping_product(buffer, module)
+    torch.testing.assert_close(acted, inv(buffer, module), rtol=0, atol=0)
+    rows = rows_by_module(torch.arange(50)[torch.rand(50) < 0.7], module)
+    g = Grouping.presorted(module[rows], 4)
+    reused, recomputed = inv(buffer[rows], module[rows], g, product=product[rows]), inv(buffer[rows], module[rows], g)
+    torch.testing.assert_close(reused, recomputed, rtol=1e-6, atol=1e-6)
+    grads = _grads(reused, list(inv.parameters()))  # weights[0] first
+    for a, b in zip(grads, _grads(recomputed, list(inv.parameters()))):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    if frozen:  # a frozen module's first layer takes no gradient through the kept product either
+        assert float(grads[0][2].abs().max()) == 0.0
+
+
+def test_a_product_is_kept_only_where_the_first_layer_is_one_grouped_mm():
+    x, m = torch.randn(5, 12), torch.randint(0, 3, (5,))
+    assert StackedMLP(3, 12, 2, hidden=8, num_layers=2, mode="grouped").forward_keeping_product(x, m)[1] is not None
+    for inv in (StackedMLP(3, 12, 2, hidden=8, num_layers=2, mode="segments"),
+                StackedMLP(3, 10, 2, hidden=8, num_layers=2, mode="grouped")):  # 10 floats: padded
+        assert inv.forward_keeping_product(torch.randn(5, inv.dims[0]), m)[1] is None
+        with pytest.raises(ValueError, match="product"):
+            inv(torch.randn(5, inv.dims[0]), m, product=torch.zeros(5, 8))
+
 def test_freeze_keeps_modules_exact_under_adam():
     torch.manual_seed(0)
     inv = StackedMLP(3, 4, 4, hidden=8, num_layers=2)

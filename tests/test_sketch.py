@@ -62,6 +62,37 @@ def test_continuing_rollouts_carry_episodes_across_updates():
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
 
+
+@pytest.mark.parametrize("modules", ["per_symbol", "joint"])
+def test_the_update_reuses_the_acting_passs_first_layer_product(modules, monkeypatch):
+    # continuing rollouts keep each tick's first-layer product (x @ W0[module]) for the REINFORCE
+    # update, which then skips that matmul: the gradients must be those of recomputing it
+    from modrl import inventory
+    from modrl.inventory import StackedMLP
+
+    reused_products = []
+
+    def grads(keep: bool):
+        if keep:  # count the update's forwards that take the kept product
+            apply = inventory._KnownProduct.apply
+            monkeypatch.setattr(inventory._KnownProduct, "apply", lambda *a: reused_products.append(1) or apply(*a))
+        else:
+            monkeypatch.setattr(StackedMLP, "keeps_product", lambda self, x: False)
+        torch.manual_seed(3)
+        agent = make(rollout_steps=6, critic="task_step", advantage="gae", grad_scaling="none", modules=modules)
+        agent.train_iteration()
+        monkeypatch.undo()
+        return agent, [p.grad.clone() for p in agent.policy["subpolicies"].parameters()]
+
+    agent, reused = grads(True)
+    assert len(reused_products) == 1
+    buf = agent._rollout_continuing()
+    assert buf["product"].shape == (6, agent.env.num_envs, 128)
+    _, recomputed = grads(False)
+    for a, b in zip(reused, recomputed):
+        torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
+    assert "product" not in make(rollout_steps=6, update="ppo")._rollout_continuing()  # PPO's epochs change W0
+
 def test_continuing_rollouts_need_sketch_routing():
     env = CraftVectorEnv(4, split="train", terminate_action=True)
     with pytest.raises(ValueError, match="rollout_steps"):
@@ -140,6 +171,35 @@ def test_new_module_entropy_applies_to_the_modules_each_promotion_brings_in():
     with pytest.raises(ValueError, match="new_module_entropy"):
         make(new_module_entropy=0.01, modules="joint")
 
+
+
+def test_new_module_prior_stop_bias_pulls_entering_modules_to_the_initial_stop_rate():
+    # the entropy bonus pulls a module towards uniform (STOP 1/6 per tick); with
+    # new_module_prior: stop_bias an entering module is pulled towards π₀ instead — moves uniform,
+    # STOP at the STOP bias's initial probability — and a module at π₀ feels no pull at all
+    from modrl.envs.craft import SYMBOLS
+
+    def stop_grad(prior: str) -> tuple[float, float]:
+        agent = make(updates_per_round=1, promote_threshold=-1.0, new_module_entropy=0.01, new_module_prior=prior)
+        agent.train_iteration()  # ℓ_max 3: get_iron enters
+        inv = agent.policy["subpolicies"].net
+        with torch.no_grad():  # every module at π₀: zero weights, the initial biases
+            for w, b in zip(inv.weights, inv.biases):
+                w.zero_(), b.zero_()
+            inv.biases[-1][:, agent.stop_action] = agent.cfg.stop_bias
+        n = 2 * len(SYMBOLS)
+        module, zeros = torch.arange(n) % len(SYMBOLS), torch.zeros(n)
+        loss = agent._losses(agent.obs[:n], module, torch.zeros(n, dtype=torch.long), torch.zeros(n, dtype=torch.long),
+                             zeros, torch.zeros(n, dtype=torch.long), advantage=zeros, value=zeros)[0]
+        grad = torch.autograd.grad(loss, inv.biases[-1])[0][:, agent.stop_action]
+        return float(grad[SYMBOLS.index("get_iron")]), float(grad[SYMBOLS.index("get_wood")])
+
+    iron, wood = stop_grad("uniform")
+    assert iron < 0 and wood < 0 and iron < 5 * wood  # descent raises STOP, 10× harder for the entering module
+    iron, wood = stop_grad("stop_bias")
+    assert abs(iron) < 1e-9 and wood < 0  # at π₀: no pull on get_iron; the others keep the entropy bonus
+    with pytest.raises(ValueError, match="new_module_prior"):
+        make(new_module_prior="stop_bias")
 
 def test_unit_scaling_init_is_the_originals_and_keeps_the_stop_bias():
     """init: unit_scaling draws every layer's weights in ±1.43·√(3/fan_in) (TF's uniform unit
