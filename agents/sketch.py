@@ -465,7 +465,7 @@ class PolicySketches(OnPolicyAlgorithm):
         }
         # the REINFORCE update runs the modules on these very rows with these very parameters: the
         # first layer's product computed here to act is kept for it (StackedMLP.forward_keeping_product)
-        keep = self.cfg.update == "reinforce" and self.policy["subpolicies"].net.keeps_product(self._policy_input(obs, router.task)[0])
+        keep = self.cfg.update == "reinforce" and self.policy["subpolicies"].net.keeps_product(obs)  # by device and dtype
         if keep:
             buf["product"] = torch.empty(T, n, self.cfg.hidden_size, device=dev)
         for t in range(T):
@@ -589,11 +589,11 @@ class PolicySketches(OnPolicyAlgorithm):
             return task
         return task * self.max_sketch + step.clamp(max=self.max_sketch - 1)
 
-    def _policy_input(self, obs, task, module=None):
+    def _policy_input(self, obs, task, module):
         """The modules' input and module index: the joint policy is told the task's sketch and is
         module 0 for every symbol."""
         if self.joint:
-            return torch.cat([obs, self.sketch_code[task]], -1), None if module is None else torch.zeros_like(module)
+            return torch.cat([obs, self.sketch_code[task]], -1), torch.zeros_like(module)
         return obs, module
 
     def _log_probs(self, obs, module, task, grouping: Grouping | None = None, product=None) -> torch.Tensor:

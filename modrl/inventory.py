@@ -139,10 +139,11 @@ class _KnownProduct(torch.autograd.Function):
         return None, grad_weight, None, None
 
 
-def _aligned(fan_in: int, fan_out: int, dtype: torch.dtype) -> bool:
-    """Whether ``grouped_mm`` takes this layer without zero-padding (16-byte row strides)."""
-    align = max(1, 16 // torch.empty((), dtype=dtype).element_size())
-    return fan_in % align == 0 and fan_out % align == 0
+def _padding(fan_in: int, fan_out: int, dtype: torch.dtype) -> tuple[int, int]:
+    """The zero columns ``grouped_mm`` needs on a layer's input and output for 16-byte-aligned
+    row strides (e.g. 5 actions + STOP in float32: 2)."""
+    align = max(1, 16 // dtype.itemsize)
+    return -fan_in % align, -fan_out % align
 
 
 def grouped_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None, g: Grouping, use_grouped: bool,
@@ -152,10 +153,8 @@ def grouped_linear(h: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | N
     if product is not None:
         y = _KnownProduct.apply(h, weight, product, g.offsets)
     elif use_grouped:
-        # grouped_mm needs 16-byte-aligned row strides: zero-pad odd widths (e.g. 5 actions + STOP).
-        align = max(1, 16 // h.element_size())
         fan_in, fan_out = weight.shape[1], weight.shape[2]
-        pad_in, pad_out = -fan_in % align, -fan_out % align
+        pad_in, pad_out = _padding(fan_in, fan_out, h.dtype)
         if pad_in:
             h = F.pad(h, (0, pad_in))
         if pad_in or pad_out:
@@ -263,7 +262,7 @@ class StackedMLP(nn.Module):
 
     def keeps_product(self, x: torch.Tensor) -> bool:
         """Whether :meth:`forward_keeping_product` returns a product for inputs like ``x``."""
-        return self._mode(x) == "grouped" and _aligned(self.dims[0], self.dims[1], x.dtype)
+        return self._mode(x) == "grouped" and _padding(self.dims[0], self.dims[1], x.dtype) == (0, 0)
 
     def _forward(self, x, index, grouping, params, product, keep: bool = False):
         if x.dim() != 2 or x.shape[1] != self.dims[0]:
@@ -289,6 +288,8 @@ class StackedMLP(nn.Module):
         use_grouped = mode == "grouped"
         keep = keep and self.keeps_product(x)
         if product is not None:
+            if params is not None:
+                raise ValueError("product was computed with the stored parameters; it cannot be used with params")
             if not self.keeps_product(x) or product.shape != (x.shape[0], self.dims[1]):
                 raise ValueError(f"product must be [{x.shape[0]}, {self.dims[1]}] from forward_keeping_product "
                                  f"(got {tuple(product.shape)}, mode {mode})")

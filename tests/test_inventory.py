@@ -68,7 +68,6 @@ def test_rows_gathered_in_module_order_need_no_second_sort():
         torch.testing.assert_close(a, b)
 
 
-
 @pytest.mark.parametrize("frozen", [False, True])
 def test_a_kept_first_layer_product_gives_the_same_outputs_and_gradients(frozen):
     # the acting pass keeps each row's x @ W0[m]; the update's forward reuses it (no first matmul)
@@ -94,12 +93,17 @@ def test_a_kept_first_layer_product_gives_the_same_outputs_and_gradients(frozen)
 
 def test_a_product_is_kept_only_where_the_first_layer_is_one_grouped_mm():
     x, m = torch.randn(5, 12), torch.randint(0, 3, (5,))
-    assert StackedMLP(3, 12, 2, hidden=8, num_layers=2, mode="grouped").forward_keeping_product(x, m)[1] is not None
+    grouped = StackedMLP(3, 12, 2, hidden=8, num_layers=2, mode="grouped")
+    product = grouped.forward_keeping_product(x, m)[1]
+    assert product is not None
+    with pytest.raises(ValueError, match="params"):  # the product belongs to the stored parameters
+        grouped(x, m, params=grouped.parameters_by_layer(), product=product)
     for inv in (StackedMLP(3, 12, 2, hidden=8, num_layers=2, mode="segments"),
                 StackedMLP(3, 10, 2, hidden=8, num_layers=2, mode="grouped")):  # 10 floats: padded
         assert inv.forward_keeping_product(torch.randn(5, inv.dims[0]), m)[1] is None
         with pytest.raises(ValueError, match="product"):
             inv(torch.randn(5, inv.dims[0]), m, product=torch.zeros(5, 8))
+
 
 def test_freeze_keeps_modules_exact_under_adam():
     torch.manual_seed(0)

@@ -62,7 +62,6 @@ def test_continuing_rollouts_carry_episodes_across_updates():
     assert all(torch.isfinite(torch.tensor(v)) for v in metrics.values())
 
 
-
 @pytest.mark.parametrize("modules", ["per_symbol", "joint"])
 def test_the_update_reuses_the_acting_passs_first_layer_product(modules, monkeypatch):
     # continuing rollouts keep each tick's first-layer product (x @ W0[module]) for the REINFORCE
@@ -92,6 +91,7 @@ def test_the_update_reuses_the_acting_passs_first_layer_product(modules, monkeyp
     for a, b in zip(reused, recomputed):
         torch.testing.assert_close(a, b, rtol=1e-4, atol=1e-6)
     assert "product" not in make(rollout_steps=6, update="ppo")._rollout_continuing()  # PPO's epochs change W0
+
 
 def test_continuing_rollouts_need_sketch_routing():
     env = CraftVectorEnv(4, split="train", terminate_action=True)
@@ -172,7 +172,6 @@ def test_new_module_entropy_applies_to_the_modules_each_promotion_brings_in():
         make(new_module_entropy=0.01, modules="joint")
 
 
-
 def test_new_module_prior_stop_bias_pulls_entering_modules_to_the_initial_stop_rate():
     # the entropy bonus pulls a module towards uniform (STOP 1/6 per tick); with
     # new_module_prior: stop_bias an entering module is pulled towards π₀ instead — moves uniform,
@@ -200,6 +199,7 @@ def test_new_module_prior_stop_bias_pulls_entering_modules_to_the_initial_stop_r
     assert abs(iron) < 1e-9 and wood < 0  # at π₀: no pull on get_iron; the others keep the entropy bonus
     with pytest.raises(ValueError, match="new_module_prior"):
         make(new_module_prior="stop_bias")
+
 
 def test_unit_scaling_init_is_the_originals_and_keeps_the_stop_bias():
     """init: unit_scaling draws every layer's weights in ±1.43·√(3/fan_in) (TF's uniform unit
