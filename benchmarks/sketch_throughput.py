@@ -9,16 +9,17 @@ episodes and env steps per wall-clock second, updates included, with the share s
 lengths): rates at the first curriculum level are not those of a whole run (longer sketches make
 longer episodes later). Issue 4's targets are for the whole 5-seed reproduction (5 × 3M
 episodes): under 1 hour on a 2-core CPU, under 15 minutes on one H100. The projection assumes
-``--parallel`` processes (default: 2 on CPU, 5 on a GPU) each keep this rate — measure it with that
-many processes running at once (on a GPU, with the CUDA MPS daemon) before quoting it. There is no
-reference implementation to time against in the same run (the original is TensorFlow 1); the
-ratio printed is to the target. The last line is one JSON object.
+``--parallel`` processes (default: 2 on CPU, 5 on a GPU) each keep this rate, in ceil(5 / parallel)
+rounds as the reproduction script schedules them — measure it with that many processes running at
+once (on a GPU, with the CUDA MPS daemon) before quoting it. There is no reference implementation
+to time against in the same run (the original is TensorFlow 1); the ratio printed is to the target. The last line is one JSON object.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import time
 from pathlib import Path
 
@@ -84,7 +85,9 @@ def main(argv: list[str] | None = None) -> dict:
     kind = torch.device(cfg.device).type
     parallel = args.parallel or (2 if kind == "cpu" else 5)
     seed_minutes = args.episodes / eps / 60
-    five_seeds = 5 * seed_minutes / parallel  # seeds run `parallel` at a time, each at this rate
+    # the reproduction script's pool runs the seeds `parallel` at a time, each at this rate, so 5 seeds take
+    # ceil(5 / parallel) rounds (with 2 at a time the fifth runs alone: 3 rounds, not 2.5)
+    five_seeds = math.ceil(5 / parallel) * seed_minutes
     result = {
         "config": str(config), "device": cfg.device, "num_envs": env.num_envs, "curriculum_level": agent.max_length,
         "updates": updates, "episodes_per_s": round(eps), "env_steps_per_s": round((agent.global_step - steps0) / wall),
