@@ -12,7 +12,8 @@ episodes): under 1 hour on a 2-core CPU, under 15 minutes on one H100. The proje
 ``--parallel`` processes (default: 2 on CPU, 5 on a GPU) each keep this rate, in ceil(5 / parallel)
 rounds as the reproduction script schedules them — measure it with that many processes running at
 once (on a GPU, with the CUDA MPS daemon) before quoting it. There is no reference implementation
-to time against in the same run (the original is TensorFlow 1); the ratio printed is to the target. The last line is one JSON object.
+to time against in the same run (the original is TensorFlow 1); the ratio printed is to the target.
+The last line is one JSON object.
 """
 
 from __future__ import annotations

@@ -262,7 +262,11 @@ class StackedMLP(nn.Module):
 
     def keeps_product(self, x: torch.Tensor) -> bool:
         """Whether :meth:`forward_keeping_product` returns a product for inputs like ``x``."""
-        return self._mode(x) == "grouped" and _padding(self.dims[0], self.dims[1], x.dtype) == (0, 0)
+        return self._keeps_product(self._mode(x), x.dtype)
+
+    def _keeps_product(self, mode: str, dtype: torch.dtype) -> bool:
+        """A first-layer product exists only as one unpadded ``grouped_mm``."""
+        return mode == "grouped" and _padding(self.dims[0], self.dims[1], dtype) == (0, 0)
 
     def _forward(self, x, index, grouping, params, product, keep: bool = False):
         if x.dim() != 2 or x.shape[1] != self.dims[0]:
@@ -285,12 +289,12 @@ class StackedMLP(nn.Module):
                     h = self.activation(h)
             return h, None
         g = grouping or Grouping.of(index, groups)
-        use_grouped = mode == "grouped"
-        keep = keep and self.keeps_product(x)
+        use_grouped, keepable = mode == "grouped", self._keeps_product(mode, x.dtype)
+        keep = keep and keepable
         if product is not None:
             if params is not None:
                 raise ValueError("product was computed with the stored parameters; it cannot be used with params")
-            if not self.keeps_product(x) or product.shape != (x.shape[0], self.dims[1]):
+            if not keepable or product.shape != (x.shape[0], self.dims[1]):
                 raise ValueError(f"product must be [{x.shape[0]}, {self.dims[1]}] from forward_keeping_product "
                                  f"(got {tuple(product.shape)}, mode {mode})")
             product = g.sort(product)
