@@ -178,39 +178,64 @@ class MazeVectorEnv(SketchTaskEnv):
 
     # ------------------------------------------------------------------ dynamics
     def _world_step(self, actions: torch.Tensor) -> None:
+        # positions compared as board cells (x · BOARD + y): one [N, D] op instead of [N, D, 2] ones
         n = self.num_envs
         target = self.pos + self._moves[actions]
-        wall = self.walls[torch.arange(n, device=self.device), target[:, 0], target[:, 1]]
+        target_cell = target[:, 0] * BOARD + target[:, 1]
+        wall = self.walls.reshape(n, -1).gather(1, target_cell[:, None]).squeeze(1)
         # a locked door (its key not picked up yet) blocks the move
-        locked_door = ((self.door_pos == target[:, None]).all(-1) & self.door_valid & self.key_present).any(-1)
-        self.pos = torch.where((wall | locked_door)[:, None], self.pos, target)
+        door_cell = self.door_pos[..., 0] * BOARD + self.door_pos[..., 1]
+        locked_door = ((door_cell == target_cell[:, None]) & self.door_valid & self.key_present).any(-1)
+        blocked = wall | locked_door
+        self.pos = torch.where(blocked[:, None], self.pos, target)
         # USE picks up the key under the agent (USE does not move, so the order does not matter)
-        on_key = (self.key_pos == self.pos[:, None]).all(-1)
+        pos_cell = self.pos[:, 0] * BOARD + self.pos[:, 1]
+        on_key = self.key_pos[..., 0] * BOARD + self.key_pos[..., 1] == pos_cell[:, None]
         self.key_present = self.key_present & ~(on_key & (actions == USE)[:, None])
 
     def _goal_satisfied(self) -> torch.Tensor:
         return (self.pos // ROOM == self.goal_room).all(-1)
 
     # ------------------------------------------------------------------ observation
-    def _observe(self) -> torch.Tensor:
-        pos = self.pos[:, None]  # [N, 1, 2]
+    def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The observation of every row, or of the rows ``rows`` only.
+
+        Computed with the batch as the innermost (contiguous) dimension — coordinates ``[2, ·, N]`` —
+        so that every elementwise op runs over long rows, not over pairs of coordinates as with
+        ``[N, D, 2]``; the sums over objects run in object order, as they would over ``[N, D, 4]``,
+        so the features are bit for bit those of that layout."""
+        pos, door, valid, key, locked = self.pos, self.door_pos, self.door_valid, self.key_pos, self.key_present
+        if rows is not None:
+            pos, door, valid, key, locked = (x.index_select(0, rows) for x in (pos, door, valid, key, locked))
+        D = door.shape[1]
+        pos = pos.t().contiguous()[:, None]  # [2, 1, N]
+        obj = torch.cat([door, key], 1).permute(2, 1, 0).contiguous()  # [2, 2D, N]: doors, then keys
+        valid, locked = valid.t(), locked.t()  # [D, N]
         room = pos // ROOM
-        on_line = (pos % ROOM == 0).any(-1)  # [N, 1]: a wall line (or a door cell)
+        on_line = (pos % ROOM == 0).any(0)  # [1, N]: a wall line (or a door cell)
+        delta = (obj - pos).float()
+        strength = (10 - delta.pow(2).sum(0).sqrt()).clamp_min(0) / 10  # [2D, N]
+        sides = torch.stack([obj[0] <= pos[0], obj[0] >= pos[0], obj[1] <= pos[1], obj[1] >= pos[1]])  # [4, 2D, N]
 
-        def sensors(obj: torch.Tensor, active: torch.Tensor) -> torch.Tensor:
-            """Σ over objects of strength · [obj_x ≤ x, obj_x ≥ x, obj_y ≤ y, obj_y ≥ y] → [N, 4]."""
-            strength = (10 - (obj - pos).float().pow(2).sum(-1).sqrt()).clamp_min(0) / 10
-            sides = torch.stack([obj[..., 0] <= pos[..., 0], obj[..., 0] >= pos[..., 0],
-                                 obj[..., 1] <= pos[..., 1], obj[..., 1] >= pos[..., 1]], -1)
-            return (sides.float() * (strength * active.float())[..., None]).sum(1)
+        def sensors(part: slice, active: torch.Tensor) -> torch.Tensor:
+            """Σ over the objects ``part`` of strength · [obj_x ≤ x, obj_x ≥ x, obj_y ≤ y, obj_y ≥ y] → [4, N]."""
+            return torch.where(sides[:, part], strength[part] * active.float(), 0.0).sum(1)
 
-        door = self.door_pos
-        joins = ((room == (door + 1) // ROOM) | (room == (door - 1) // ROOM)).all(-1)  # the two rooms
-        at_door = (door == pos).all(-1)
-        seen = self.door_valid & joins & (at_door | ~on_line)
-        locked = self.key_present
-        key_seen = self.key_present & (self.key_pos // ROOM == room).all(-1) & ~on_line
-        return torch.cat([sensors(door, seen & locked), sensors(door, seen & ~locked), sensors(self.key_pos, key_seen)], -1)
+        door, key = obj[:, :D], obj[:, D:]
+        joins = ((room == (door + 1) // ROOM) | (room == (door - 1) // ROOM)).all(0)  # [D, N]: the two rooms
+        at_door = (door == pos).all(0)
+        seen = valid & joins & (at_door | ~on_line)
+        key_seen = locked & (key // ROOM == room).all(0) & ~on_line
+        doors, keys = slice(0, D), slice(D, 2 * D)
+        return torch.cat([sensors(doors, seen & locked), sensors(doors, seen & ~locked), sensors(keys, key_seen)]).t().contiguous()
+
+    def _observe_reset(self, obs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
+        # observe only the reset rows (_reset_state already synced with the host to find them);
+        # with static shapes, every row again
+        if self.static_shapes:
+            return super()._observe_reset(obs, reset)
+        rows = torch.nonzero(reset).squeeze(-1)
+        return obs if rows.numel() == 0 else obs.index_copy(0, rows, self._observe(rows))
 
     def _render_ansi(self, index: int) -> str:
         """Rows are y (growing downwards, so the sketch's "up" is up), columns x; @ agent, k key,

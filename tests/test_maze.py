@@ -45,6 +45,23 @@ def test_lock_step_with_the_reference(static_shapes):
 
 
 @pytest.mark.parametrize("static_shapes", [False, True])
+def test_same_step_autoreset_observes_the_new_episodes(static_shapes):
+    # SAME_STEP re-observes only the rows it reset; every row must still read the current state
+    env = MazeVectorEnv(64, static_shapes=static_shapes)
+    obs, _ = env.reset(seed=3)
+    g = torch.Generator().manual_seed(3)
+    probs = torch.tensor([0.2, 0.2, 0.2, 0.2, 0.1, 0.1])  # STOP often, so that episodes end
+    resets = 0
+    for _ in range(150):
+        obs, _, terminated, truncated, info = env.step(torch.multinomial(probs.expand(64, -1), 1, generator=g).squeeze(-1))
+        done = terminated | truncated
+        resets += int(done.sum())
+        assert torch.equal(obs, env._observe())
+        assert torch.equal(info["final_obs"][~done], obs[~done])
+    assert resets > 20
+
+
+@pytest.mark.parametrize("static_shapes", [False, True])
 def test_map_generation_follows_the_original(static_shapes):
     env = MazeVectorEnv(4000, split="all", autoreset_mode=AutoresetMode.DISABLED, static_shapes=static_shapes)
     env.reset(seed=1)
