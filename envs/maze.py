@@ -107,6 +107,7 @@ class MazeVectorEnv(SketchTaskEnv):
         self._steps, self._box = steps.to(dev), box.to(dev)
         self._path_len = torch.tensor([len(p) for p in PATHS], device=dev)
         self._moves = torch.tensor(MOVES, device=dev)
+        self._later = torch.triu(torch.ones(D, D, dtype=torch.bool, device=dev), diagonal=1)  # [i, j]: door j after door i
         coords = torch.arange(BOARD, device=dev)
         self._x = coords.view(BOARD, 1).expand(BOARD, BOARD)
         self._y = coords.view(1, BOARD).expand(BOARD, BOARD)
@@ -157,19 +158,18 @@ class MazeVectorEnv(SketchTaskEnv):
         attempts = torch.minimum(rooms[:, 0], rooms[:, 1]) * ((rooms > 1).all(-1)).long()
         door = torch.cat([nec_door, ex_door], 1)
         key = torch.cat([nec_key, ex_key], 1)
+        door_cell, key_cell = door[..., 0] * BOARD + door[..., 1], key[..., 0] * BOARD + key[..., 1]  # [k, D]
         valid = torch.cat([nec_valid, torch.zeros(k, MAX_ROOMS, dtype=torch.bool, device=dev)], 1)
         for i in range(MAX_ROOMS):  # an extra door is skipped when it already exists
             j = MAX_PATH + i
-            exists = ((door[:, :j] == door[:, j : j + 1]).all(-1) & valid[:, :j]).any(-1)
+            exists = ((door_cell[:, :j] == door_cell[:, j : j + 1]) & valid[:, :j]).any(-1)
             valid[:, j] = (i < attempts) & ~exists
         locked = valid & (torch.rand(k, MAX_DOORS, generator=g, device=dev) < 0.5)
         # keys on one cell: the later door's key replaces the earlier's (that door stays open)
-        same = (key[:, :, None] == key[:, None, :]).all(-1) & locked[:, None, :]
-        later = torch.triu(torch.ones(MAX_DOORS, MAX_DOORS, dtype=torch.bool, device=dev), diagonal=1)
-        locked = locked & ~(same & later).any(-1)
+        same = (key_cell[:, :, None] == key_cell[:, None, :]) & locked[:, None, :]
+        locked = locked & ~(same & self._later).any(-1)
         # open the door cells
-        cell = door[..., 0] * BOARD + door[..., 1]
-        opened = torch.zeros(k, BOARD * BOARD, device=dev).scatter_add(1, cell, valid.float()) > 0
+        opened = torch.zeros(k, BOARD * BOARD, device=dev).scatter_add(1, door_cell, valid.float()) > 0
         walls = walls & ~opened.view(k, BOARD, BOARD)
 
         self._write_rows(mask, rows, walls=walls, pos=ROOM * init + ROOM // 2,
