@@ -138,6 +138,9 @@ class PolicySketches(OnPolicyAlgorithm):
         for attr in ("sketches", "sketch_lengths", "task_names", "set_task_distribution", "stop_action"):
             if not hasattr(env, attr):
                 raise ValueError(f"the policy-sketch agent needs an env with sketches (e.g. modrl/Craft-v0); {type(env).__name__} has no {attr!r}")
+        if getattr(env, "task_groups", 1) != 1:
+            raise ValueError(f"the policy-sketch agent trains one run on the whole batch; the env has task_groups = "
+                             f"{env.task_groups} (one task distribution per independent run), which it does not support yet")
         self.cfg = cfg
         n, dev = env.num_envs, self.device
         self.num_symbols = int(env.sketches.max()) + 1

@@ -147,6 +147,7 @@ class CraftVectorEnv(SketchTaskEnv):
         autoreset_mode=None,
         render_mode: str | None = None,
         static_shapes: bool | None = None,
+        task_groups: int = 1,
     ):
         self.task_in_obs = task_in_obs
         features = NUM_FEATURES + (len(TASKS) if task_in_obs else 0)
@@ -163,6 +164,7 @@ class CraftVectorEnv(SketchTaskEnv):
             autoreset_mode=autoreset_mode,
             render_mode=render_mode,
             static_shapes=static_shapes,
+            task_groups=task_groups,
         )
         n, dev = num_envs, self.device
         self.goal_kind = torch.tensor([KIND[goal_item(t)] for t in TASKS], device=dev)
@@ -202,7 +204,7 @@ class CraftVectorEnv(SketchTaskEnv):
         dev = self.device
         if k == 0:
             return
-        task = self._sample_tasks(k)
+        task = self._sample_tasks(k, rows)
         grid = self._ring.reshape(1, -1).repeat(k, 1)
         goal = self.goal_kind[task]
         # treasure inside a 3×3 block of water (gold) or stone (gem), on the row above the bottom wall

@@ -81,6 +81,7 @@ class MazeVectorEnv(SketchTaskEnv):
         autoreset_mode=None,
         render_mode: str | None = None,
         static_shapes: bool | None = None,
+        task_groups: int = 1,
     ):
         super().__init__(
             num_envs,
@@ -95,6 +96,7 @@ class MazeVectorEnv(SketchTaskEnv):
             autoreset_mode=autoreset_mode,
             render_mode=render_mode,
             static_shapes=static_shapes,
+            task_groups=task_groups,
         )
         n, dev, D = num_envs, self.device, MAX_DOORS
         # per task: the walk's steps, their count, and its room bounding box (start room included)
@@ -126,7 +128,7 @@ class MazeVectorEnv(SketchTaskEnv):
         dev, g = self.device, self.generator
         if k == 0:
             return
-        task = self._sample_tasks(k)
+        task = self._sample_tasks(k, rows)
 
         def coin(*shape):  # U{0, 1}
             return torch.randint(0, 2, shape, generator=g, device=dev)

@@ -3,6 +3,10 @@ with a sketch over a set of sub-task (module) symbols, splits of the tasks, a ta
 between updates, and the sketch pointer that STOP moves (reward on the STOP that passes the last
 sketch step with the goal satisfied; optionally a TERMINATE action for sketch-free controllers).
 
+``task_groups=G`` gives the rows G independent task distributions (row i samples from group
+i mod G, each set with ``set_task_distribution(..., group=g)``): independent runs — each with its
+own curriculum — can then share one batched env.
+
 A world (``CraftVectorEnv``, ``MazeVectorEnv``) subclasses :class:`SketchTaskEnv` with class
 attributes ``TASKS``, ``SKETCH_SETS`` (name → {task: sketch}), ``SPLITS`` (and optionally
 ``SYMBOL_ORDER``), and implements
@@ -50,6 +54,7 @@ class SketchTaskEnv(TorchVectorEnv):
         autoreset_mode,
         render_mode,
         static_shapes: bool | None = None,
+        task_groups: int = 1,
     ):
         if tasks is None:
             if split not in self.SPLITS:
@@ -60,6 +65,8 @@ class SketchTaskEnv(TorchVectorEnv):
             raise EnvError(f"unknown {self.WORLD} tasks {unknown}; tasks: {', '.join(self.TASKS)}")
         if sketch_set not in self.SKETCH_SETS:
             raise EnvError(f"unknown sketch_set {sketch_set!r}; sketch sets: {', '.join(self.SKETCH_SETS)}")
+        if not (isinstance(task_groups, int) and 1 <= task_groups <= num_envs):
+            raise EnvError(f"task_groups must be an integer in [1, num_envs = {num_envs}], got {task_groups!r}")
         self.stop_action = num_world_actions
         self.terminate_action = terminate_action
         super().__init__(
@@ -87,18 +94,32 @@ class SketchTaskEnv(TorchVectorEnv):
         self.sketch_lengths = torch.tensor([len(sketches[t]) for t in self.TASKS], device=dev)
         self.task = torch.zeros(num_envs, dtype=torch.long, device=dev)
         self.pointer = torch.zeros(num_envs, dtype=torch.long, device=dev)
-        self.task_weights = torch.zeros(len(self.TASKS), device=dev)
+        self.task_groups = task_groups
+        self.task_group = torch.arange(num_envs, device=dev) % task_groups  # row i samples with group i mod G
+        # [T], or [G, T] with task groups
+        self.task_weights = torch.zeros(*((task_groups,) if task_groups > 1 else ()), len(self.TASKS), device=dev)
         self.set_task_distribution(tasks)
 
     # ------------------------------------------------------------------ tasks
-    def set_task_distribution(self, tasks_or_weights) -> None:
+    def set_task_distribution(self, tasks_or_weights, group: int | None = None) -> None:
         """Sample new episodes' tasks from a list of task names (uniform), or from weights over
-        all tasks (a tensor or a {name: weight} dict; e.g. the curriculum's 1 − success + 0.01)."""
-        T = len(self.TASKS)
+        all tasks (a tensor or a {name: weight} dict; e.g. the curriculum's 1 − success + 0.01).
+
+        With ``task_groups`` G > 1 (independent runs sharing one batch, row i in group i mod G):
+        ``group`` sets one group's distribution, ``None`` every group's; a ``[G, T]`` tensor sets
+        each group's at once."""
+        T, G = len(self.TASKS), self.task_groups
+        if group is not None and not (isinstance(group, int) and 0 <= group < G):
+            raise EnvError(f"group must be an integer in [0, task_groups = {G}), got {group!r}")
+        if isinstance(tasks_or_weights, torch.Tensor) and G > 1 and group is None and tasks_or_weights.shape == (G, T):
+            for g in range(G):
+                self.set_task_distribution(tasks_or_weights[g], g)
+            return
         weights = torch.zeros(T, device=self.device)
         if isinstance(tasks_or_weights, torch.Tensor):
             if tasks_or_weights.shape != (T,):
-                raise EnvError(f"task weights must have shape ({T},), got {tuple(tasks_or_weights.shape)}")
+                shapes = f"({T},)" + (f" or ({G}, {T})" if G > 1 and group is None else "")
+                raise EnvError(f"task weights must have shape {shapes}, got {tuple(tasks_or_weights.shape)}")
             weights = tasks_or_weights.to(self.device, torch.float32).clone()
         else:
             items = tasks_or_weights.items() if isinstance(tasks_or_weights, dict) else ((t, 1.0) for t in tasks_or_weights)
@@ -108,10 +129,16 @@ class SketchTaskEnv(TorchVectorEnv):
                 weights[self.TASKS.index(name)] = float(w)
         if not bool((weights >= 0).all()) or float(weights.sum()) <= 0:
             raise EnvError("task weights must be non-negative with a positive sum")
-        self.task_weights.copy_(weights / weights.sum())  # in place: a captured rollout reads this tensor
+        target = self.task_weights if G == 1 or group is None else self.task_weights[group]
+        target.copy_(weights / weights.sum())  # in place: a captured rollout reads this tensor
 
-    def _sample_tasks(self, k: int) -> torch.Tensor:
-        return torch.multinomial(self.task_weights.expand(k, -1), 1, generator=self.generator).squeeze(-1)
+    def _sample_tasks(self, k: int, rows: torch.Tensor | None) -> torch.Tensor:
+        """Tasks for the ``k`` rows being drawn (``rows``, or every row when None), each from its group's weights."""
+        if self.task_groups == 1:
+            weights = self.task_weights.expand(k, -1)
+        else:
+            weights = self.task_weights.index_select(0, self.task_group if rows is None else self.task_group.index_select(0, rows))
+        return torch.multinomial(weights, 1, generator=self.generator).squeeze(-1)
 
     # ------------------------------------------------------------------ dynamics
     def _world_step(self, actions: torch.Tensor) -> None:

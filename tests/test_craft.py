@@ -83,6 +83,36 @@ def test_same_step_autoreset_observes_the_new_episodes(static_shapes):
     assert resets > 20
 
 
+@pytest.mark.parametrize("static_shapes", [False, True])
+def test_task_groups_sample_from_their_own_distributions(static_shapes):
+    # two independent runs in one batch: even rows (group 0) only make[plank], odd rows only make[stick]
+    env = CraftVectorEnv(32, task_groups=2, static_shapes=static_shapes)
+    assert env.task_weights.shape == (2, len(TASKS))
+    env.set_task_distribution(["make[plank]"], group=0)
+    env.set_task_distribution({"make[stick]": 1.0}, group=1)
+    obs, info = env.reset(seed=1)
+    expected = torch.tensor([TASKS.index("make[plank]"), TASKS.index("make[stick]")]).repeat(16)
+    resets = 0
+    for actions in biased_actions(32, 120, seed=1):
+        _, _, terminated, truncated, info = env.step(actions)
+        resets += int((terminated | truncated).sum())
+        assert torch.equal(info["task"], expected)
+    assert resets > 10
+    # a [G, T] tensor sets both groups at once; group=None with a [T] tensor sets every group
+    weights = torch.zeros(2, len(TASKS))
+    weights[0, TASKS.index("make[rope]")] = weights[1, TASKS.index("make[cloth]")] = 1.0
+    env.set_task_distribution(weights)
+    assert torch.equal(env.task_weights, weights)
+    env.set_task_distribution(["make[axe]"])
+    assert bool((env.task_weights[:, TASKS.index("make[axe]")] == 1).all())
+    with pytest.raises(EnvError, match="group must be"):
+        env.set_task_distribution(["make[plank]"], group=2)
+    with pytest.raises(EnvError, match=r"shape \(10,\) or \(2, 10\)"):
+        env.set_task_distribution(torch.ones(3, len(TASKS)))
+    with pytest.raises(EnvError, match="task_groups"):
+        CraftVectorEnv(4, task_groups=5)
+
+
 def test_solving_a_task_by_hand_gives_the_reward():
     # make[plank]: get wood, use workshop0 — placed next to the agent by hand
     env = CraftVectorEnv(1, tasks=["make[plank]"], autoreset_mode=AutoresetMode.DISABLED)
