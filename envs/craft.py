@@ -288,14 +288,6 @@ class CraftVectorEnv(SketchTaskEnv):
             out[:, NUM_FEATURES:].scatter_(1, task[:, None], 1.0)
         return out
 
-    def _observe_reset(self, obs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
-        # observe only the reset rows (_reset_state already syncs with the host to find them,
-        # so finding them again costs little); with static shapes, every row again
-        if self.static_shapes:
-            return super()._observe_reset(obs, reset)
-        rows = torch.nonzero(reset).squeeze(-1)
-        return obs if rows.numel() == 0 else obs.index_copy(0, rows, self._observe(rows))
-
     def _render_ansi(self, index: int) -> str:
         chars = {0: ".", KIND["boundary"]: "#", KIND["water"]: "~", KIND["stone"]: "%",
                  KIND["workshop0"]: "0", KIND["workshop1"]: "1", KIND["workshop2"]: "2", KIND["gold"]: "$", KIND["gem"]: "*"}

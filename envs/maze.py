@@ -50,6 +50,11 @@ MAX_DOORS = MAX_PATH + MAX_ROOMS
 NUM_FEATURES = 12
 
 
+def cell(xy: torch.Tensor) -> torch.Tensor:
+    """Board cell index x · BOARD + y of positions ``[..., 2]`` (equal cells ⇔ equal positions)."""
+    return xy[..., 0] * BOARD + xy[..., 1]
+
+
 def walk(path: str) -> list[tuple[int, int]]:
     """Rooms visited after each step of ``path``, relative to the start room."""
     x = y = 0
@@ -160,7 +165,7 @@ class MazeVectorEnv(SketchTaskEnv):
         attempts = torch.minimum(rooms[:, 0], rooms[:, 1]) * ((rooms > 1).all(-1)).long()
         door = torch.cat([nec_door, ex_door], 1)
         key = torch.cat([nec_key, ex_key], 1)
-        door_cell, key_cell = door[..., 0] * BOARD + door[..., 1], key[..., 0] * BOARD + key[..., 1]  # [k, D]
+        door_cell, key_cell = cell(door), cell(key)  # [k, D]
         valid = torch.cat([nec_valid, torch.zeros(k, MAX_ROOMS, dtype=torch.bool, device=dev)], 1)
         for i in range(MAX_ROOMS):  # an extra door is skipped when it already exists
             j = MAX_PATH + i
@@ -183,16 +188,14 @@ class MazeVectorEnv(SketchTaskEnv):
         # positions compared as board cells (x · BOARD + y): one [N, D] op instead of [N, D, 2] ones
         n = self.num_envs
         target = self.pos + self._moves[actions]
-        target_cell = target[:, 0] * BOARD + target[:, 1]
+        target_cell = cell(target)
         wall = self.walls.reshape(n, -1).gather(1, target_cell[:, None]).squeeze(1)
         # a locked door (its key not picked up yet) blocks the move
-        door_cell = self.door_pos[..., 0] * BOARD + self.door_pos[..., 1]
-        locked_door = ((door_cell == target_cell[:, None]) & self.door_valid & self.key_present).any(-1)
+        locked_door = ((cell(self.door_pos) == target_cell[:, None]) & self.door_valid & self.key_present).any(-1)
         blocked = wall | locked_door
         self.pos = torch.where(blocked[:, None], self.pos, target)
         # USE picks up the key under the agent (USE does not move, so the order does not matter)
-        pos_cell = self.pos[:, 0] * BOARD + self.pos[:, 1]
-        on_key = self.key_pos[..., 0] * BOARD + self.key_pos[..., 1] == pos_cell[:, None]
+        on_key = cell(self.key_pos) == cell(self.pos)[:, None]
         self.key_present = self.key_present & ~(on_key & (actions == USE)[:, None])
 
     def _goal_satisfied(self) -> torch.Tensor:
@@ -230,14 +233,6 @@ class MazeVectorEnv(SketchTaskEnv):
         key_seen = locked & (key // ROOM == room).all(0) & ~on_line
         doors, keys = slice(0, D), slice(D, 2 * D)
         return torch.cat([sensors(doors, seen & locked), sensors(doors, seen & ~locked), sensors(keys, key_seen)]).t().contiguous()
-
-    def _observe_reset(self, obs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
-        # observe only the reset rows (_reset_state already synced with the host to find them);
-        # with static shapes, every row again
-        if self.static_shapes:
-            return super()._observe_reset(obs, reset)
-        rows = torch.nonzero(reset).squeeze(-1)
-        return obs if rows.numel() == 0 else obs.index_copy(0, rows, self._observe(rows))
 
     def _render_ansi(self, index: int) -> str:
         """Rows are y (growing downwards, so the sketch's "up" is up), columns x; @ agent, k key,

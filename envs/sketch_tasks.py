@@ -10,7 +10,8 @@ own curriculum — can then share one batched env.
 A world (``CraftVectorEnv``, ``MazeVectorEnv``) subclasses :class:`SketchTaskEnv` with class
 attributes ``TASKS``, ``SKETCH_SETS`` (name → {task: sketch}), ``SPLITS`` (and optionally
 ``SYMBOL_ORDER``), and implements
-``_world_step(actions)`` (primitive actions) and ``_goal_satisfied()``.
+``_world_step(actions)`` (primitive actions), ``_goal_satisfied()`` and ``_observe(rows=None)`` (every
+row, or only ``rows``: after an autoreset only the reset rows are observed again).
 """
 
 from __future__ import annotations
@@ -158,6 +159,18 @@ class SketchTaskEnv(TorchVectorEnv):
         else:
             finished = stop & (self.pointer >= self.sketch_lengths[self.task])
         return (finished & self._goal_satisfied()).float(), finished
+
+    def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
+        """The observation of every row, or of the rows ``rows`` only."""
+        raise NotImplementedError
+
+    def _observe_reset(self, obs: torch.Tensor, reset: torch.Tensor) -> torch.Tensor:
+        # observe only the reset rows (_reset_state already syncs with the host to find them,
+        # so finding them again costs little); with static shapes, every row again
+        if self.static_shapes:
+            return super()._observe_reset(obs, reset)
+        rows = torch.nonzero(reset).squeeze(-1)
+        return obs if rows.numel() == 0 else obs.index_copy(0, rows, self._observe(rows))
 
     def _success(self, reward: torch.Tensor, terminated: torch.Tensor) -> torch.Tensor:
         return reward > 0

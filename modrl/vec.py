@@ -7,7 +7,7 @@ pure, batched pieces (no Python loop over environments, no host sync):
 - ``_step_state(actions) -> (reward, terminated)``: advance every row by one step;
 - ``_observe() -> obs``: the observation of every row;
 - optionally ``_observe_reset(obs, reset) -> obs``: the observation after a SAME_STEP autoreset
-  of the rows in ``reset`` (default: ``_observe()`` again; Craft and Maze re-observe only those rows).
+  of the rows in ``reset`` (default: ``_observe()`` again; the sketch worlds re-observe only those rows).
 
 A ``_reset_state`` that draws random state for the reset rows finds them with :meth:`_rows_to_draw`
 and stores the draws with :meth:`_write_rows`: on a CPU only the reset rows draw (one host sync); with
