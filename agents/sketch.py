@@ -37,7 +37,7 @@ from modrl.graphs import CapturedRegion
 from modrl.halting import Halting
 from modrl.inventory import Grouping, PolicyInventory, StackedMLP, ValueHeads, rows_by_module
 from modrl.metrics import ModularityMetrics
-from modrl.optim import ModuleAdam, inventory_param_groups
+from modrl.optim import ModuleAdam, RunAdam, inventory_param_groups
 from modrl.rollout import discounted_returns, generalized_advantages
 from modrl.routing import SketchRouter
 
@@ -124,6 +124,16 @@ class SketchConfig:
     but envs whose episode ended keep stepping until the longest one ends). ``N > 0``: every env
     steps ``N`` ticks per update, episodes continue across updates and reset as they end, and the
     critic bootstraps the cut (sketch routing only)."""
+    num_runs: int = 1
+    """Not in the paper. ``R > 1`` trains R independent runs side by side in one batch, as R seeds
+    would train apart: row i of the env belongs to run i mod R, and each run has its own modules,
+    critics, optimiser state (per-run Adam step counts), loss normalisation, gradient clipping,
+    curriculum, task weights and episode budget — nothing is shared but the batched env and the
+    stacked matmuls, which run R× the rows per op (1.3× more env steps per second per thread,
+    docs/results.md). Needs ``env.num_envs`` divisible by R (``num_envs / R`` envs per run),
+    ``env.kwargs.task_groups: R`` (each run samples its own tasks), continuing rollouts, the
+    REINFORCE update and sketch routing. When run r reaches ``max_episodes`` the trainer writes it
+    to ``<run dir>/run_<r>/`` as an ordinary run directory (``modrl eval`` it there)."""
     rollout_graph: Literal["eager", "cuda", "emulate"] = "eager"
     """With ``rollout_steps``: ``eager`` runs the ticks as Python code; ``cuda`` captures them in a
     CUDA graph after one eager update and replays it at every later update (``modrl/graphs.py``;
@@ -138,15 +148,30 @@ class PolicySketches(OnPolicyAlgorithm):
         for attr in ("sketches", "sketch_lengths", "task_names", "set_task_distribution", "stop_action"):
             if not hasattr(env, attr):
                 raise ValueError(f"the policy-sketch agent needs an env with sketches (e.g. modrl/Craft-v0); {type(env).__name__} has no {attr!r}")
-        if getattr(env, "task_groups", 1) != 1:
-            raise ValueError(f"the policy-sketch agent trains one run on the whole batch; the env has task_groups = "
-                             f"{env.task_groups} (one task distribution per independent run), which it does not support yet")
+        R = cfg.num_runs
+        if not (isinstance(R, int) and R >= 1):
+            raise ValueError(f"num_runs must be an integer >= 1, got {R!r}")
+        if getattr(env, "task_groups", 1) != R:
+            raise ValueError(f"num_runs: {R} needs the env's task_groups = {R} (env.kwargs.task_groups: {R}: each run "
+                             f"samples its own tasks); the env has task_groups = {getattr(env, 'task_groups', 1)}")
+        if env.num_envs % R:
+            raise ValueError(f"num_runs: {R} needs env.num_envs divisible by {R} (the same envs per run), got {env.num_envs}")
+        if R > 1 and (not cfg.rollout_steps or cfg.update != "reinforce" or cfg.routing != "sketch" or cfg.modules != "per_symbol"
+                      or cfg.optimizer == "adam_per_module" or cfg.rollout_graph != "eager" or cfg.init_modules):
+            raise ValueError("num_runs > 1 supports rollout_steps > 0, update: reinforce, routing: sketch, modules: per_symbol, "
+                             "optimizer: adam or rmsprop, rollout_graph: eager and no init_modules")
         self.cfg = cfg
+        self.num_runs = R
         n, dev = env.num_envs, self.device
         self.num_symbols = int(env.sketches.max()) + 1
         self.num_tasks = len(env.task_names)
         self.max_sketch = int(env.sketch_lengths.max())
         critic_heads = self.num_tasks * (self.max_sketch if cfg.critic == "task_step" else 1)
+        self.critic_heads = critic_heads  # per run
+        # run r owns modules [r·M, (r+1)·M) and critic heads [r·H, (r+1)·H); env row i is run i mod R
+        self.run_of_row = torch.arange(n, device=dev) % R
+        self._module_offset = self.run_of_row * self.num_symbols
+        self._head_offset = self.run_of_row * critic_heads
         features = env.single_observation_space.shape[0]
         # the joint baseline sees the task's whole sketch: one-hot [sketch step, symbol]
         code = torch.zeros(self.num_tasks, self.max_sketch, self.num_symbols, device=dev)
@@ -183,8 +208,8 @@ class PolicySketches(OnPolicyAlgorithm):
         self.stop_action = env.stop_action  # the world's actions, then STOP (then TERMINATE, if any)
         self.halt_choice = self.num_symbols  # the learned controller's TERMINATE choice
         self.policy = torch.nn.ModuleDict({
-            "subpolicies": PolicyInventory(1 if self.joint else self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
-            "critics": ValueHeads(critic_heads, features),
+            "subpolicies": PolicyInventory(1 if self.joint else R * self.num_symbols, policy_in, self.stop_action, cfg.hidden_size, 2, "relu", "action", cfg.stop_bias),
+            "critics": ValueHeads(R * critic_heads, features),
         })
         if cfg.init == "unit_scaling":
             self.policy["subpolicies"].reset_parameters(unit_scaling=RELU_SCALE)
@@ -208,7 +233,7 @@ class PolicySketches(OnPolicyAlgorithm):
             for p in params:
                 self.optimizer.state[p] = {"step": torch.tensor(0.0), "square_avg": torch.ones_like(p)}
         elif cfg.optimizer == "adam":
-            self.optimizer = torch.optim.Adam(params, lr=cfg.learning_rate)
+            self.optimizer = torch.optim.Adam(params, lr=cfg.learning_rate) if R == 1 else RunAdam(params, R, lr=cfg.learning_rate)
         else:
             self.optimizer = ModuleAdam(inventory_param_groups(self.policy), lr=cfg.learning_rate)
         if cfg.restart_optimizer and cfg.optimizer == "rmsprop":
@@ -216,13 +241,17 @@ class PolicySketches(OnPolicyAlgorithm):
         self.sketch_lists = [
             [int(m) for m in env.sketches[t, : int(env.sketch_lengths[t])].tolist()] for t in range(self.num_tasks)
         ]
-        self.allowed_tasks = torch.ones(self.num_tasks, dtype=torch.bool, device=dev)
-        self.task_weights = env.task_weights.clone()  # the split's distribution
-        self.max_length = 0 if cfg.curriculum else int(env.sketch_lengths.max())  # _promote starts ℓ_max at 1
-        self.round_updates = 0
-        self.round_success = torch.zeros(2, self.num_tasks, dtype=torch.float64, device=dev)  # successes, episodes
-        self.last_round_success: torch.Tensor | None = None  # per task, of the last round that ended
-        self.episodes = 0
+        # the curriculum, per run (the properties below read run 0's: the only one unless num_runs > 1)
+        self.split_tasks = (env.task_weights if R == 1 else env.task_weights[0]) > 0  # the split's tasks
+        self.run_allowed = torch.ones(R, self.num_tasks, dtype=torch.bool, device=dev)
+        self.run_max_length = [0 if cfg.curriculum else int(env.sketch_lengths.max())] * R  # _promote starts ℓ_max at 1
+        self.run_round_updates = [0] * R
+        self.run_success = torch.zeros(R, 2, self.num_tasks, dtype=torch.float64, device=dev)  # successes, episodes
+        self.run_last_success: list[torch.Tensor | None] = [None] * R  # per task, of the last round that ended
+        self.run_episodes = [0] * R
+        self.run_done = [False] * R  # reached max_episodes (and handed to the trainer, see pop_finished_runs)
+        self._finished_runs: list[int] = []
+        self._milestones: list[str] = []
         self._steps = 0
         self.total_env_steps = total_steps
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev,
@@ -235,10 +264,10 @@ class PolicySketches(OnPolicyAlgorithm):
         # π₀ of new_module_prior: stop_bias, log-probabilities of the world actions and STOP
         self._prior_log_probs = torch.tensor([0.0] * self.stop_action + [cfg.stop_bias], device=dev).log_softmax(-1)
         self._graph = None  # the captured rollout (rollout_graph), made at the first update
-        self._milestone: str | None = None
         if cfg.curriculum:
-            self._promote()
-            self._milestone = None  # the first level is where every run starts
+            for r in range(R):
+                self._promote(r)
+            self._milestones = []  # the first level is where every run starts
 
     def _load_modules(self, source: str) -> None:
         from pathlib import Path
@@ -262,81 +291,141 @@ class PolicySketches(OnPolicyAlgorithm):
     def total_steps(self) -> int:
         return self.total_env_steps
 
+    # run 0's curriculum state, under the names of a single run
+    @property
+    def max_length(self) -> int:
+        return self.run_max_length[0]
+
+    @property
+    def allowed_tasks(self) -> torch.Tensor:
+        return self.run_allowed[0]
+
+    @property
+    def round_updates(self) -> int:
+        return self.run_round_updates[0]
+
+    @property
+    def round_success(self) -> torch.Tensor:
+        """[2, tasks]: the current round's successes and episodes per task (run 0's; a view)."""
+        return self.run_success[0]
+
+    @property
+    def last_round_success(self) -> torch.Tensor | None:
+        return self.run_last_success[0]
+
+    @property
+    def episodes(self) -> int:
+        """Training episodes that ended, summed over the runs."""
+        return sum(self.run_episodes)
+
     @property
     def finished(self) -> bool:
-        return self._steps >= self.total_env_steps or 0 < self.cfg.max_episodes <= self.episodes
+        return self._steps >= self.total_env_steps or (self.cfg.max_episodes > 0 and all(self.run_done))
 
     @property
     def progress(self) -> tuple[int, int, str]:
-        if self.cfg.max_episodes > 0:  # the paper's budget is in episodes
-            return self.episodes, self.cfg.max_episodes, "episode"
+        if self.cfg.max_episodes > 0:  # the paper's budget is in episodes (of the run furthest from it)
+            return min(self.run_episodes), self.cfg.max_episodes, "episode"
         return self._steps, self.total_env_steps, "step"
 
-    def _promote(self) -> None:
-        """Raise ℓ_max until some task of the split fits (Craft has no length-1 task), and restart the round."""
-        split = self.task_weights > 0
-        lengths = self.env.sketch_lengths
-        self.max_length += 1
-        while not bool((split & (lengths <= self.max_length)).any()):
-            self.max_length += 1
-        self.allowed_tasks = split & (lengths <= self.max_length)
-        self.env.set_task_distribution(self.allowed_tasks.float())
-        self.round_updates = 0
-        self.round_success.zero_()
-        self._milestone = f"length_{self.max_length}"
-        self._set_entropy_coefs()
-        if self.cfg.restart_optimizer:
-            self.optimizer.state.clear()  # moments and step counts start again (bias-corrected)
+    def _set_tasks(self, run: int, weights: torch.Tensor) -> None:
+        """Sample run ``run``'s next episodes' tasks ∝ ``weights``."""
+        if self.num_runs == 1:
+            self.env.set_task_distribution(weights)
+        else:
+            self.env.set_task_distribution(weights, group=run)
 
-    def entering_modules(self) -> torch.Tensor:
-        """Bool per module: used by the current level's sketches and by no shorter allowed one (all
-        False at the first level, where no module has been trained yet)."""
+    def _promote(self, run: int = 0) -> None:
+        """Raise ℓ_max until some task of the split fits (Craft has no length-1 task), and restart the round."""
+        split = self.split_tasks
         lengths = self.env.sketch_lengths
+        length = self.run_max_length[run] + 1
+        while not bool((split & (lengths <= length)).any()):
+            length += 1
+        self.run_max_length[run] = length
+        self.run_allowed[run] = split & (lengths <= length)
+        self._set_tasks(run, self.run_allowed[run].float())
+        self.run_round_updates[run] = 0
+        self.run_success[run].zero_()
+        self._milestones.append(f"length_{length}" if self.num_runs == 1 else f"run_{run}_length_{length}")
+        self._set_entropy_coefs()
+        if self.cfg.restart_optimizer:  # moments and step counts start again (bias-corrected)
+            if self.num_runs == 1:
+                self.optimizer.state.clear()
+            else:
+                self.optimizer.restart(run)
+
+    def entering_modules(self, run: int = 0) -> torch.Tensor:
+        """Bool per module of run ``run``: used by the current level's sketches and by no shorter
+        allowed one (all False at the first level, where no module has been trained yet)."""
+        lengths = self.env.sketch_lengths
+        allowed, max_length = self.run_allowed[run], self.run_max_length[run]
 
         def used(tasks: torch.Tensor) -> torch.Tensor:
             symbols = self.env.sketches[tasks].flatten()  # padded with −1
             mask = torch.zeros(self.num_symbols, dtype=torch.bool, device=self.device)
             return mask.index_fill_(0, symbols[symbols >= 0], True)
 
-        earlier = self.allowed_tasks & (lengths < self.max_length)
+        earlier = allowed & (lengths < max_length)
         if not bool(earlier.any()):
             return torch.zeros(self.num_symbols, dtype=torch.bool, device=self.device)
-        return used(self.allowed_tasks) & ~used(earlier)
+        return used(allowed) & ~used(earlier)
 
     def _set_entropy_coefs(self) -> None:
         cfg = self.cfg
-        if cfg.new_module_entropy is not None:
-            entering = self.entering_modules()
+        if cfg.new_module_entropy is not None:  # per module of every run
+            entering = torch.cat([self.entering_modules(r) for r in range(self.num_runs)])
             self._entropy_coef = torch.where(entering, cfg.new_module_entropy, cfg.entropy_coef)
             self._entering = entering if cfg.new_module_prior == "stop_bias" else None
 
     def pop_milestone(self) -> str | None:
         """``length_<ℓ>`` once after each promotion of the curriculum (the original wrote a
-        checkpoint at each), so a run can be evaluated or traced as it was when ℓ_max rose."""
-        name, self._milestone = self._milestone, None
-        return name
+        checkpoint at each), so a run can be evaluated or traced as it was when ℓ_max rose;
+        ``run_<r>_length_<ℓ>`` with ``num_runs`` > 1."""
+        return self._milestones.pop(0) if self._milestones else None
+
+    def pop_finished_runs(self) -> list[int]:
+        """The runs that reached ``max_episodes`` since the last call (with ``num_runs`` > 1 the
+        trainer writes each to its own run directory then, see :meth:`run_state_dict`)."""
+        runs, self._finished_runs = self._finished_runs, []
+        return runs
+
+    def end_runs(self) -> None:
+        """Training stopped before every run reached ``max_episodes`` (``total_steps``): hand the
+        remaining runs over as they are (:meth:`pop_finished_runs`)."""
+        for r in range(self.num_runs):
+            if not self.run_done[r]:
+                self.run_done[r] = True
+                self._finished_runs.append(r)
 
     def _curriculum_step(self) -> dict[str, float]:
+        for r in range(self.num_runs):
+            self._curriculum_step_run(r)
+        if self.num_runs == 1:
+            return {"curriculum/max_length": float(self.max_length)} if self.cfg.curriculum and self.round_updates == 0 else {}
+        return {f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.run_max_length)}
+
+    def _curriculum_step_run(self, run: int) -> None:
         cfg = self.cfg
-        self.round_updates += 1
-        if self.round_updates < cfg.updates_per_round:
-            return {}
+        self.run_round_updates[run] += 1
+        if self.run_round_updates[run] < cfg.updates_per_round:
+            return
         if not cfg.curriculum:  # rounds still delimit the per-task success statistics
-            self.round_updates = 0
-            self.round_success.zero_()
-            return {}
-        successes, episodes = self.round_success
+            self.run_round_updates[run] = 0
+            self.run_success[run].zero_()
+            return
+        successes, episodes = self.run_success[run]
         rate = torch.where(episodes > 0, successes / episodes.clamp_min(1), 0.0)
-        self.last_round_success = torch.where(episodes > 0, rate, float("nan"))  # per task, NaN: not sampled
-        current = self.allowed_tasks & (episodes > 0)
-        if bool(current.any()) and float(rate[current].min()) > cfg.promote_threshold and self.max_length < int(self.env.sketch_lengths[self.task_weights > 0].max()):
-            self._promote()
+        self.run_last_success[run] = torch.where(episodes > 0, rate, float("nan"))  # per task, NaN: not sampled
+        current = self.run_allowed[run] & (episodes > 0)
+        longest = int(self.env.sketch_lengths[self.split_tasks].max())
+        if bool(current.any()) and float(rate[current].min()) > cfg.promote_threshold and self.run_max_length[run] < longest:
+            self._promote(run)
         else:  # the next round samples tasks ∝ 1 − success + 0.01
-            weights = torch.where(self.allowed_tasks, (1 - rate) + 0.01, 0.0)
-            self.env.set_task_distribution(weights.float())
-            self.round_updates = 0
-            self.round_success.zero_()
-        return {"curriculum/max_length": float(self.max_length)}
+            weights = torch.where(self.run_allowed[run], (1 - rate) + 0.01, 0.0)
+            self._set_tasks(run, weights.float())
+            self.run_round_updates[run] = 0
+            self.run_success[run].zero_()
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -424,7 +513,7 @@ class PolicySketches(OnPolicyAlgorithm):
             if not bool(alive.any()):
                 break
         self._steps += int(buf["alive"].sum())  # env steps of the episodes that were running
-        self.episodes += n
+        self.run_episodes[0] += n
         self.round_success[0].index_add_(0, task, success.double())
         self.round_success[1].index_add_(0, task, torch.ones(n, dtype=torch.float64, device=self.device))
         # one episode per env: count, return (= success: reward 1 only on success), length, success
@@ -444,11 +533,16 @@ class PolicySketches(OnPolicyAlgorithm):
             buf = self._ticks()
         else:
             if self._graph is None:  # the state the ticks carry from one update to the next
-                holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs", "round_success"))]
+                holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs", "run_success"))]
                 self._graph = CapturedRegion(self._ticks, holders, [self.env.generator], emulate=self.cfg.rollout_graph == "emulate")
             buf = self._graph()
-        self._steps += self.env.num_envs * self.cfg.rollout_steps
-        self.episodes += int(buf["ended"].sum())
+        n, T, R = self.env.num_envs, self.cfg.rollout_steps, self.num_runs
+        self._steps += n * T
+        if R == 1:
+            self.run_episodes[0] += int(buf["ended"].sum())
+        else:  # row i is run i mod R
+            for r, k in enumerate(buf["ended"].view(T, n // R, R).sum((0, 1)).tolist()):
+                self.run_episodes[r] += k
         return buf
 
     @torch.no_grad()
@@ -476,12 +570,13 @@ class PolicySketches(OnPolicyAlgorithm):
             need = ctrl.decide(router.route().choice)
             self.metrics.record_decisions(task, ctrl.active, need)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
+            module = self._module_index(ctrl.active)
             if keep:
-                log_probs, buf["product"][t] = self._log_probs_keeping_product(obs, ctrl.active.clamp(max=self.num_symbols - 1), task)
-                action = self._sample(log_probs, forced)
+                log_probs, buf["product"][t] = self._log_probs_keeping_product(obs, module, task)
             else:
-                action = self.sample_action(obs, ctrl.active, task, forced)
-            buf["obs"][t], buf["module"][t], buf["action"][t], buf["task"][t] = obs, ctrl.active, action, task
+                log_probs = self._log_probs(obs, module, task)
+            action = self._sample(log_probs, forced)
+            buf["obs"][t], buf["module"][t], buf["action"][t], buf["task"][t] = obs, module, action, task
             buf["critic"][t] = self._critic_index(task, router.pointer)
             buf["trainable"][t] = ~forced
             obs, reward, terminated, truncated, info = env.step(action)
@@ -492,8 +587,13 @@ class PolicySketches(OnPolicyAlgorithm):
             buf["reward"][t], buf["ended"][t] = reward, done
             self.stats.update(info)
             ep = info["episode"]
-            self.round_success[0].index_add_(0, ep["task"], (done & ep["success"]).double())
-            self.round_success[1].index_add_(0, ep["task"], done.double())
+            if self.num_runs == 1:
+                self.round_success[0].index_add_(0, ep["task"], (done & ep["success"]).double())
+                self.round_success[1].index_add_(0, ep["task"], done.double())
+            else:  # run_success[run of the row, successes | episodes, task]
+                at = self.run_of_row * (2 * self.num_tasks) + ep["task"]
+                self.run_success.view(-1).index_add_(0, at, (done & ep["success"]).double())
+                self.run_success.view(-1).index_add_(0, at + self.num_tasks, done.double())
             router.start(done, info["task"])  # the next episodes (autoreset) start their sketches
         self.obs = obs
         buf["next_value"] = self.policy["critics"](obs, self._critic_index(router.task, router.pointer))
@@ -554,7 +654,8 @@ class PolicySketches(OnPolicyAlgorithm):
 
         if cfg.update == "reinforce":
             actor_loss, critic_loss, neg_entropy, clipfrac = self._losses(
-                obs, module, task, action, ret, head, advantage=advantage, value=value, grouping=grouping, product=product)
+                obs, module, task, action, ret, head, advantage=advantage, value=value, grouping=grouping, product=product,
+                weight=self._sample_weights(module))
             sq = self._apply(actor_loss + cfg.critic_coef * critic_loss + router_loss)
         else:  # PPO on the same samples: clipped ratio against the rollout policy, several epochs
             with torch.no_grad():
@@ -573,9 +674,14 @@ class PolicySketches(OnPolicyAlgorithm):
                     )
                     sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
         self.iteration += 1
+        for r in range(self.num_runs):  # runs that reached their budget (the trainer saves each, see pop_finished_runs)
+            if 0 < cfg.max_episodes <= self.run_episodes[r] and not self.run_done[r]:
+                self.run_done[r] = True
+                self._finished_runs.append(r)
+        per_run = 1.0 / self.num_runs  # the losses below are summed over runs: report their mean
         out = {
-            "losses/policy_loss": actor_loss.detach(),
-            "losses/value_loss": critic_loss.detach(),
+            "losses/policy_loss": actor_loss.detach() * per_run,
+            "losses/value_loss": critic_loss.detach() * per_run,
             "losses/entropy": -neg_entropy.mean().detach(),
             "losses/grad_sq_sum": sq.detach(),
             "losses/clipfrac": clipfrac.detach().float(),
@@ -587,10 +693,24 @@ class PolicySketches(OnPolicyAlgorithm):
         return metrics
 
     def _critic_index(self, task: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
-        """The critic head of each sample: its task, or its (task, sketch step) with ``critic: task_step``."""
-        if self.cfg.critic == "task":
-            return task
-        return task * self.max_sketch + step.clamp(max=self.max_sketch - 1)
+        """The critic head of each env row: its task, or its (task, sketch step) with ``critic:
+        task_step`` (with ``num_runs`` > 1: among its run's heads; rows of the whole batch)."""
+        head = task if self.cfg.critic == "task" else task * self.max_sketch + step.clamp(max=self.max_sketch - 1)
+        return head if self.num_runs == 1 else head + self._head_offset
+
+    def _module_index(self, active: torch.Tensor) -> torch.Tensor:
+        """The module of each env row's active sketch symbol (with ``num_runs`` > 1: its run's copy)."""
+        module = active.clamp(max=self.num_symbols - 1)
+        return module if self.num_runs == 1 else module + self._module_offset
+
+    def _sample_weights(self, module: torch.Tensor) -> torch.Tensor | None:
+        """With ``num_runs`` > 1: each sample's weight 1 / (its run's sample count), so that every
+        run's loss is its own mean, as if it trained alone; None (a plain mean) with one run."""
+        if self.num_runs == 1:
+            return None
+        run = torch.div(module, self.num_symbols, rounding_mode="floor")
+        counts = torch.bincount(run, minlength=self.num_runs).clamp_min(1)
+        return counts.reciprocal().index_select(0, run)
 
     def _policy_input(self, obs, task, module):
         """The modules' input and module index: the joint policy is told the task's sketch and is
@@ -614,10 +734,11 @@ class PolicySketches(OnPolicyAlgorithm):
         return torch.cat([logits, stop_logit[:, None]], -1).log_softmax(-1), product
 
     def _losses(self, obs, module, task, action, ret, critic, old_log_prob=None, advantage=None, value=None, grouping=None,
-                product=None):
+                product=None, weight=None):
         """Actor loss (REINFORCE, or PPO's clipped surrogate when ``old_log_prob`` is given), critic
-        loss, negative entropy and the clipped fraction, averaged over the samples; ``critic`` is
-        each sample's critic head (``value``: the critic's output on these samples, if computed)."""
+        loss, negative entropy and the clipped fraction, averaged over the samples (``weight``: a
+        weighted sum instead, see :meth:`_sample_weights`); ``critic`` is each sample's critic head
+        (``value``: the critic's output on these samples, if computed)."""
         cfg = self.cfg
         log_probs = self._log_probs(obs, module, task, grouping, product)
         log_prob = log_probs.gather(-1, action[:, None]).squeeze(-1)
@@ -640,8 +761,12 @@ class PolicySketches(OnPolicyAlgorithm):
             clipfrac = ((ratio - 1).abs() > cfg.clip_coef).float().mean()
         count = max(1, obs.shape[0])
         entropy_coef = cfg.entropy_coef if self._entropy_coef is None else self._entropy_coef.index_select(0, module)
-        actor_loss = (-surrogate + entropy_coef * regulariser).sum() / count
-        critic_loss = ((ret - value) ** 2).sum() / count
+        if weight is None:
+            actor_loss = (-surrogate + entropy_coef * regulariser).sum() / count
+            critic_loss = ((ret - value) ** 2).sum() / count
+        else:
+            actor_loss = ((-surrogate + entropy_coef * regulariser) * weight).sum()
+            critic_loss = ((ret - value) ** 2 * weight).sum()
         check_finite({"policy_loss": actor_loss, "value_loss": critic_loss}, self.global_step)
         return actor_loss, critic_loss, neg_entropy, clipfrac
 
@@ -650,6 +775,8 @@ class PolicySketches(OnPolicyAlgorithm):
         self.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         grads = [p.grad for p in self.policy.parameters() if p.grad is not None]
+        if self.num_runs > 1:
+            return self._apply_per_run(grads)
         sq = torch.stack([g.pow(2).sum() for g in grads]).sum()
         if self.cfg.grad_scaling == "sum_of_squares":  # the original: scale by min(1, 1/Σg²)
             scale = torch.clamp(1.0 / sq.clamp_min(1e-12), max=1.0)
@@ -660,45 +787,101 @@ class PolicySketches(OnPolicyAlgorithm):
         self.optimizer.step()
         return sq
 
+    def _apply_per_run(self, grads: list[torch.Tensor]) -> torch.Tensor:
+        """:meth:`_apply`'s rescaling run by run (each run's slice of every stacked tensor, see
+        ``num_runs``), then the step; returns the runs' mean Σg² before rescaling."""
+        R = self.num_runs
+        by_run = [g.view(R, -1) for g in grads]  # dim 0 stacks the runs' modules, run-major
+        sq = torch.stack([g.pow(2).sum(1) for g in by_run]).sum(0)  # [R]
+        if self.cfg.grad_scaling == "sum_of_squares":
+            scale = torch.clamp(1.0 / sq.clamp_min(1e-12), max=1.0)
+        elif self.cfg.grad_scaling == "norm":  # clip_grad_norm_(…, 1.0) per run
+            scale = torch.clamp(1.0 / (sq.sqrt() + 1e-6), max=1.0)
+        else:
+            scale = None
+        if scale is not None:
+            for g in by_run:
+                g.mul_(scale[:, None])
+        self.optimizer.step()
+        return sq.mean()
+
     def log_extras(self) -> dict[str, Any]:
         summary = self.metrics.summary()
         out: dict[str, Any] = {k: v for k, v in summary.items() if isinstance(v, float)}
         out["router/usage_matrix"] = summary["usage_matrix"]
-        successes, episodes = self.round_success
+        successes, episodes = self.run_success.sum(0)  # the current rounds, over the runs
         for t, name in enumerate(self.env.task_names):
             if float(episodes[t]) > 0:
                 out[f"tasks/{name}/success_rate"] = float(successes[t] / episodes[t])
         out["curriculum/max_length"] = float(self.max_length)
+        if self.num_runs > 1:
+            out.update({f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.run_max_length)})
+            out["curriculum/max_length"] = float(min(self.run_max_length))
         return out
 
     # ------------------------------------------------------------------ evaluation and checkpoints
     def make_actor(self, num_envs: int) -> SketchActor:
+        if self.num_runs > 1:
+            raise ValueError(f"this agent holds {self.num_runs} runs (num_runs); evaluate each from its own run "
+                             "directory (<run dir>/run_<r>/, written when the run reaches max_episodes)")
         return SketchActor(self, num_envs)
 
     def state_dict(self) -> dict[str, Any]:
+        """With one run, each curriculum entry is that run's (``max_length`` an int, ``round_success``
+        [2, tasks], ...); with ``num_runs`` > 1, one per run (lists, tensors with a leading run dim)."""
         state = super().state_dict()
+        one = self.num_runs == 1
         state.update(
-            max_length=self.max_length, round_updates=self.round_updates, round_success=self.round_success.clone(),
-            allowed_tasks=self.allowed_tasks.clone(), episodes=self.episodes, steps=self._steps,
+            max_length=self.max_length if one else list(self.run_max_length),
+            round_updates=self.round_updates if one else list(self.run_round_updates),
+            round_success=(self.round_success if one else self.run_success).clone(),
+            allowed_tasks=(self.allowed_tasks if one else self.run_allowed).clone(),
+            episodes=self.episodes if one else list(self.run_episodes), steps=self._steps,
             env_task_weights=self.env.task_weights.clone(),
             episodes_in_progress={"pointer": self.router.pointer.clone(), "task": self.router.task.clone(),
                                   "controller": self.controller.state_dict()},
         )
+        if not one:
+            state["runs_saved"] = list(self.run_done)
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         super().load_state_dict(state)
-        self.max_length = int(state["max_length"])
-        self.round_updates = int(state["round_updates"])
-        self.round_success = state["round_success"].to(self.device)
-        self.allowed_tasks = state["allowed_tasks"].to(self.device)
-        self.episodes, self._steps = int(state["episodes"]), int(state["steps"])
+        R = self.num_runs
+        per_run = (lambda v: [int(x) for x in v]) if R > 1 else (lambda v: [int(v)])
+        self.run_max_length = per_run(state["max_length"])
+        self.run_round_updates = per_run(state["round_updates"])
+        self.run_episodes = per_run(state["episodes"])
+        self.run_success = state["round_success"].to(self.device).view(R, 2, self.num_tasks).clone()
+        self.run_allowed = state["allowed_tasks"].to(self.device).view(R, self.num_tasks).clone()
+        # a run saved at its budget stays saved, unless the budget was raised since (it is saved again there)
+        saved = state["runs_saved"] if R > 1 else [False]
+        self.run_done = [bool(x) and 0 < self.cfg.max_episodes <= e for x, e in zip(saved, self.run_episodes)]
+        self._steps = int(state["steps"])
         self.env.set_task_distribution(state["env_task_weights"].to(self.device))
         self._set_entropy_coefs()
         if "episodes_in_progress" in state:  # checkpoints before rollout_steps have none (and need none)
             live = state["episodes_in_progress"]
             self.router.pointer, self.router.task = live["pointer"].to(self.device), live["task"].to(self.device)
             self.controller.load_state_dict(live["controller"])
+
+    def run_state_dict(self, run: int) -> dict[str, Any]:
+        """Run ``run`` of a ``num_runs`` > 1 agent as the state of a one-run agent (its modules,
+        critics and curriculum): what ``modrl eval`` and ``init_modules`` read from a checkpoint.
+        Evaluation only: the optimiser state and the episodes in progress are not included."""
+        R, T = self.num_runs, self.num_tasks
+        sizes = {"subpolicies.": self.num_symbols, "critics.": self.critic_heads}
+        policy = {}
+        for key, value in self.policy.state_dict().items():
+            size = next(n for prefix, n in sizes.items() if key.startswith(prefix))
+            policy[key] = value[run * size : (run + 1) * size].clone()
+        weights = self.env.task_weights[run].clone()
+        return {
+            "policy": policy, "iteration": self.iteration, "max_length": self.run_max_length[run],
+            "round_updates": self.run_round_updates[run], "round_success": self.run_success[run].clone(),
+            "allowed_tasks": self.run_allowed[run].clone(), "episodes": self.run_episodes[run], "steps": self._steps // R,
+            "env_task_weights": weights, "num_runs": R, "run": run,
+        }
 
 
 class SketchActor:

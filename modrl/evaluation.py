@@ -150,6 +150,10 @@ def evaluate_run(
 
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
+    runs = getattr(cfg.agent, "num_runs", 1)
+    if runs > 1:
+        raise ValueError(f"{run_dir} trained {runs} runs side by side (agent.num_runs); evaluate each from its own "
+                         f"run directory, {run_dir}/run_<r>/ (written when the run reached its budget)")
     if device is not None:
         cfg.device = device
     check_device(cfg.device)

@@ -15,6 +15,10 @@ gradient is ``None`` while unused: in a tensor marked ``stacked``, a slice (inde
 whose gradient is all zero this step is left untouched (no step, no moment decay, no update); the
 others take Adam's step with their own step count. Tensors not marked ``stacked`` get torch's Adam
 exactly. (A used slice whose gradient is exactly zero everywhere counts as unused.)
+
+``RunAdam`` is torch's Adam for parameters that stack R independent runs along dim 0 (the
+sketch agent's ``num_runs``): one step count per run, so that one run's optimiser can be
+restarted (``restart(run)``: its moments and step count start again) without touching the others.
 """
 
 from __future__ import annotations
@@ -68,6 +72,59 @@ class ModuleAdam(torch.optim.Optimizer):
                 update = m / bias1 / (v.sqrt() / bias2.sqrt() + group["eps"])
                 p.sub_(torch.where(mask, update, torch.zeros((), device=p.device)) * group["lr"])
         return loss
+
+
+class RunAdam(torch.optim.Optimizer):
+    """Adam (Kingma & Ba 2015, Alg. 1; torch's update) with one step count per run: every parameter's
+    dim 0 stacks ``num_runs`` runs' slices, run-major (run r owns rows [r·k, (r+1)·k))."""
+
+    def __init__(self, params: Iterable, num_runs: int, lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
+        if lr <= 0 or eps <= 0 or not (0 <= betas[0] < 1 and 0 <= betas[1] < 1):
+            raise ValueError(f"RunAdam: invalid lr={lr}, betas={betas} or eps={eps}")
+        super().__init__(params, dict(lr=lr, betas=betas, eps=eps, num_runs=num_runs))
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.shape[0] % num_runs:
+                    raise ValueError(f"RunAdam: a parameter of shape {tuple(p.shape)} does not stack {num_runs} runs along dim 0")
+
+    @property
+    def num_runs(self) -> int:
+        return self.defaults["num_runs"]  # in defaults: kept by state_dict, copies and pickling
+
+    @torch.no_grad()
+    def step(self, closure=None):
+        loss = None
+        if closure is not None:
+            with torch.enable_grad():
+                loss = closure()
+        R = self.num_runs
+        for group in self.param_groups:
+            beta1, beta2 = group["betas"]
+            for p in group["params"]:
+                if p.grad is None:
+                    continue
+                state = self.state[p]
+                if not state:
+                    state["step"] = torch.zeros(R, 1, device=p.device)
+                    state["exp_avg"] = torch.zeros_like(p)
+                    state["exp_avg_sq"] = torch.zeros_like(p)
+                grad, m, v = p.grad.view(R, -1), state["exp_avg"].view(R, -1), state["exp_avg_sq"].view(R, -1)
+                state["step"] += 1
+                t = state["step"]
+                m.lerp_(grad, 1 - beta1)
+                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
+                bias1, bias2 = 1 - beta1**t, 1 - beta2**t
+                p.view(R, -1).sub_(m / (v.sqrt() / bias2.sqrt() + group["eps"]) * (group["lr"] / bias1))
+        return loss
+
+    def restart(self, run: int) -> None:
+        """Run ``run``'s moments and step count start again (Adam's bias-corrected first steps)."""
+        for state in self.state.values():
+            if state:
+                state["step"][run] = 0
+                state["exp_avg"].view(self.num_runs, -1)[run] = 0
+                state["exp_avg_sq"].view(self.num_runs, -1)[run] = 0
 
 
 def inventory_param_groups(model: torch.nn.Module) -> list[dict]:

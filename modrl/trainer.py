@@ -4,7 +4,10 @@ checkpoints, exact resume, Ctrl-C handling and a stop on non-finite losses.
 Run directory ``<run_root>/<env>__<experiment>__<seed>__<unix time>/``:
 ``config.yaml`` (resolved), ``command.txt``, TensorBoard events, ``checkpoints/step_<N>.pt`` (the
 newest few) and ``checkpoints/<milestone>.pt`` (e.g. ``length_3.pt``, see ``pop_milestone``),
-``eval/train.json``.
+``eval/train.json``. An agent that trains several independent runs in one batch (the sketch
+agent's ``num_runs``) also writes each run, when it reaches its budget, to ``run_<r>/`` inside
+it: an ordinary run directory (``config.yaml`` of a one-run agent, a checkpoint, ``eval/``) that
+``modrl eval`` and the analysis scripts read as any other, but that cannot be resumed on its own.
 """
 
 from __future__ import annotations
@@ -122,6 +125,33 @@ def _checkpoint_state(cfg: RunConfig, agent: OnPolicyAlgorithm, env, train_secon
     }
 
 
+def save_finished_runs(cfg: RunConfig, agent: OnPolicyAlgorithm, run_dir: Path, train_seconds: float) -> list[Path]:
+    """Write each run of a several-run agent that reached its budget since the last call to
+    ``run_dir/run_<r>/`` (see the module docstring); return their directories."""
+    runs = getattr(agent, "num_runs", 1)
+    if runs == 1 or not hasattr(agent, "pop_finished_runs"):
+        return []
+    saved = []
+    for r in agent.pop_finished_runs():
+        state = agent.run_state_dict(r)
+        single = to_dict(cfg)
+        single["agent"]["num_runs"] = 1
+        single["env"]["num_envs"] = cfg.env.num_envs // runs
+        single["env"]["kwargs"] = {k: v for k, v in single["env"]["kwargs"].items() if k != "task_groups"}
+        sub = run_dir / f"run_{r}"
+        sub.mkdir(exist_ok=True)
+        save_text_atomic(sub / "config.yaml", yaml.safe_dump(single, sort_keys=False))
+        (sub / "command.txt").write_text(f"# run {r} of the {runs} runs trained side by side in {run_dir}\n"
+                                          + (run_dir / "command.txt").read_text())
+        save_checkpoint(sub, int(state["steps"]), {
+            "format": CHECKPOINT_FORMAT, "global_step": int(state["steps"]), "train_seconds": train_seconds,
+            "config": single, "agent": state, "trained_in": str(run_dir), "run": r,
+        })
+        print(f"modrl: run {r} of {runs} reached its budget ({state['episodes']:,} episodes); saved as {sub}", file=sys.stderr)
+        saved.append(sub)
+    return saved
+
+
 #: what the final evaluation of a task split measures (Andreas et al. 2017, Table 1)
 SPLIT_MEANING = {"train": "multitask (the training tasks)", "heldout": "zero-shot (held-out sketches, trained modules)"}
 
@@ -145,6 +175,9 @@ def train(
         run_dir = Path(resume)
         ckpt_path = latest_checkpoint(run_dir)
         ckpt = load_checkpoint(ckpt_path)
+        if "trained_in" in ckpt:
+            raise ConfigError(f"{run_dir} is run {ckpt['run']} of the runs trained side by side in {ckpt['trained_in']}, "
+                              "saved when it reached its budget; it cannot be resumed alone (resume that run instead)")
         if ckpt.get("format") != CHECKPOINT_FORMAT:
             raise ConfigError(f"{ckpt_path}: checkpoint format {ckpt.get('format')} is not {CHECKPOINT_FORMAT}")
         data = yaml.safe_load((run_dir / "config.yaml").read_text())
@@ -222,9 +255,10 @@ def train(
                 progress.update(agent.progress[0] - progress_before, metrics)
                 if agent.iteration % cfg.checkpoint_every == 0:
                     save()
-                if (milestone := agent.pop_milestone()) is not None:
+                while (milestone := agent.pop_milestone()) is not None:
                     seconds = seconds_before + time.perf_counter() - start_time
                     save_atomic(_checkpoint_state(cfg, agent, env, seconds), checkpoint_dir(run_dir) / f"{milestone}.pt")
+                save_finished_runs(cfg, agent, run_dir, seconds_before + time.perf_counter() - start_time)
                 if stop.requested or (max_iterations is not None and done_here >= max_iterations):
                     path = save() if saved_at != agent.global_step else latest_checkpoint(run_dir)
                     progress.close()
@@ -243,17 +277,23 @@ def train(
         logger.close()
 
     progress.close()
+    if getattr(agent, "num_runs", 1) > 1:  # runs that had not reached their budget by total_steps
+        agent.end_runs()
+        save_finished_runs(cfg, agent, run_dir, seconds_before + time.perf_counter() - start_time)
     if saved_at != agent.global_step:
         save()
     if cfg.eval_episodes > 0:
         from modrl.evaluation import evaluate_run
 
-        results = [evaluate_run(run_dir, episodes=cfg.eval_episodes, split=split) for split in cfg.eval_splits or [None]]
-        if len(results) > 1:
-            print(f"modrl: final evaluation, {cfg.eval_episodes} episodes per split (sampled actions):", file=sys.stderr)
-            for r in results:
-                lo, hi = r["success_ci95"]
-                print(f"  {r['split']:10s} {len(r.get('per_task', {})):2d} tasks  success {r['success_rate']:.3f} [{lo:.3f}, {hi:.3f}]"
-                      f"  {SPLIT_MEANING.get(r['split'], '')}", file=sys.stderr)
+        runs = getattr(agent, "num_runs", 1)
+        for each in [run_dir] if runs == 1 else [run_dir / f"run_{r}" for r in range(runs)]:
+            results = [evaluate_run(each, episodes=cfg.eval_episodes, split=split) for split in cfg.eval_splits or [None]]
+            if len(results) > 1 or runs > 1:
+                print(f"modrl: final evaluation{'' if runs == 1 else ' of ' + each.name}, {cfg.eval_episodes} episodes "
+                      "per split (sampled actions):", file=sys.stderr)
+                for r in results:
+                    lo, hi = r["success_ci95"]
+                    print(f"  {r['split']:10s} {len(r.get('per_task', {})):2d} tasks  success {r['success_rate']:.3f} [{lo:.3f}, {hi:.3f}]"
+                          f"  {SPLIT_MEANING.get(r['split'], '')}", file=sys.stderr)
     print(f"modrl: done, {agent.global_step:,} env steps in {run_dir}", file=sys.stderr)
     return run_dir

@@ -13,6 +13,12 @@ evaluated if it has reached it, so the reproduction can be run in pieces (stop i
 run the same command again). Adaptation runs are resumed the same way; one keeps the modules it
 started from even if its training run was extended since (delete it to adapt the new modules). Writes ``<out>/<experiment>_reproduction.json`` (the config's experiment
 name, e.g. ``craft_sketch_fast_reproduction.json``) and prints a Markdown table.
+
+``--batched`` trains the runs side by side in one process instead (``agent.num_runs`` = the number
+of seeds, ``--num-envs`` or the config's envs per run; seeded with the first seed, so its runs are
+new draws, not the unbatched seeds' runs), using every core (``--threads``) for ops R times wider,
+then evaluates (and adapts) the runs ``--parallel`` at a time from their run directories
+(``<batched run>/run_<r>/``). Rows are labelled by run, ``seed`` being the batch's seed.
 """
 
 from __future__ import annotations
@@ -74,24 +80,66 @@ def train_or_resume(cfg) -> tuple[Path, dict]:
     run = existing_run(cfg)
     if run is None:
         run = train(cfg)
-    elif int(load_checkpoint(latest_checkpoint(run))["agent"]["episodes"]) < episodes:
+    elif _least(load_checkpoint(latest_checkpoint(run))["agent"]["episodes"]) < episodes:
         print(f"sketch_reproduction: seed {cfg.seed}: resuming {run}", flush=True)
         train(resume=run, budget=[budget, f"progress={cfg.progress}", f"progress_every={cfg.progress_every}"])
     return run, load_checkpoint(latest_checkpoint(run))
+
+
+def _least(episodes) -> int:
+    """A checkpoint's training episodes: of its one run, or of its least advanced (``num_runs``)."""
+    return min(int(e) for e in episodes) if isinstance(episodes, list) else int(episodes)
+
+
+def _common(job: dict, num_envs: int | None = None) -> list[str]:
+    """The overrides every run of a job gets: seed, run root, threads, progress, envs."""
+    num_envs = job["num_envs"] if num_envs is None else num_envs
+    return [f"seed={job['seed']}", f"run_root={job['run_root']}", "eval_episodes=0", f"progress={job['progress_every'] > 0}",
+            f"progress_every={job['progress_every']}", f"torch_threads={job['threads']}",
+            *([f"env.num_envs={num_envs}"] if num_envs else [])]
 
 
 def run_seed(job: dict) -> dict:
     """Train one seed, evaluate it, and adapt it when asked; returns its row (in a worker process)."""
     import torch
 
-    from modrl.evaluation import evaluate_run
+    torch.set_num_threads(job["threads"])
+    cfg = load_config(job["config"], [*_common(job), f"agent.max_episodes={job['episodes']}", *job["overrides"]])
+    run, state = train_or_resume(cfg)
+    return evaluate_seed(job, run, state)
+
+
+def train_batched(job: dict, runs: int) -> Path:
+    """Train ``runs`` runs side by side in one process (``agent.num_runs``), resuming an existing
+    batched run; returns its directory (the runs' own directories are ``run_<r>/`` inside)."""
+    import torch
 
     torch.set_num_threads(job["threads"])
-    seed, root = job["seed"], job["run_root"]
-    common = [f"seed={seed}", f"run_root={root}", "eval_episodes=0", f"progress={job['progress_every'] > 0}", f"progress_every={job['progress_every']}", f"torch_threads={job['threads']}",
-              *([f"env.num_envs={job['num_envs']}"] if job["num_envs"] else [])]
-    cfg = load_config(job["config"], [*common, f"agent.max_episodes={job['episodes']}", *job["overrides"]])
-    run, state = train_or_resume(cfg)
+    per_run = job["num_envs"] or load_config(job["config"], job["overrides"]).env.num_envs
+    cfg = load_config(job["config"], [*_common(job, per_run * runs), f"agent.max_episodes={job['episodes']}", *job["overrides"],
+                                      f"agent.num_runs={runs}", f"env.kwargs.task_groups={runs}"])
+    run, _ = train_or_resume(cfg)
+    return run
+
+
+def evaluate_batched_run(job: dict) -> dict:
+    """Evaluate (and adapt) one run of a batched training from its run directory (a worker process)."""
+    import torch
+
+    from modrl.checkpoint import latest_checkpoint, load_checkpoint
+
+    torch.set_num_threads(job["threads"])
+    run = Path(job["run_dir"])
+    row = evaluate_seed(job, run, load_checkpoint(latest_checkpoint(run)))
+    row.update(batched_run=job["batched_run"], run_index=job["run_index"])
+    return row
+
+
+def evaluate_seed(job: dict, run: Path, state: dict) -> dict:
+    """A trained run's row: multitask and zero-shot success, no-op sketch steps, and adaptation when asked."""
+    from modrl.evaluation import evaluate_run
+
+    seed = job["seed"]
     seconds = state.get("train_seconds")  # summed over resumes (absent in checkpoints before it was recorded)
     row = {
         "seed": seed,
@@ -109,12 +157,12 @@ def run_seed(job: dict) -> dict:
         zero_shot = evaluate_run(run, episodes=job["eval_episodes"], split="heldout")
         row["zero_shot"] = zero_shot["success_rate"]
         row["zero_shot_per_task"] = {t: r["success_rate"] for t, r in zero_shot["per_task"].items()}
-    if cfg.env.id == "modrl/Craft-v0":  # which sketch steps' modules have become no-ops (sketch_trace)
+    if load_config(job["config"], job["overrides"]).env.id == "modrl/Craft-v0":  # which sketch steps' modules have become no-ops (sketch_trace)
         from modrl.experiments.sketch_trace import no_op_steps
 
         row["no_op_steps"] = no_op_steps(run)
     if job["adaptation_episodes"]:
-        adapt_cfg = load_config(job["adaptation_config"], [*common, f"agent.init_modules={run}",
+        adapt_cfg = load_config(job["adaptation_config"], [*_common(job), f"agent.init_modules={run}",
                                                            f"agent.max_episodes={job['adaptation_episodes']}"])
         adapt_run, adapt_state = train_or_resume(adapt_cfg)
         adapted = evaluate_run(adapt_run, episodes=job["eval_episodes"], split="heldout")
@@ -134,7 +182,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--episodes", type=int, default=3_000_000, help="training episodes per seed (the paper: 3M)")
     p.add_argument("--eval-episodes", type=int, default=10_000)
     p.add_argument("--adaptation-episodes", type=int, default=0, help="0: no adaptation runs")
-    p.add_argument("--parallel", type=int, default=1, help="seeds trained at once")
+    p.add_argument("--parallel", type=int, default=1, help="seeds trained at once (with --batched: runs evaluated at once)")
+    p.add_argument("--batched", action="store_true",
+                   help="train the seeds' runs side by side in one process (agent.num_runs), then evaluate each")
     p.add_argument("--threads", type=int, default=0,
                    help="torch threads per seed (0: 1 with --parallel > 1, else torch's default); a run's "
                         "numbers depend on its thread count, so keep it when resuming or comparing seeds")
@@ -156,13 +206,23 @@ def main(argv: list[str] | None = None) -> None:
 
     if args.threads < 0:
         p.error(f"--threads must be >= 0, got {args.threads}")
-    threads = args.threads or (1 if args.parallel > 1 else torch.get_num_threads())
+    threads = args.threads or (1 if args.parallel > 1 and not args.batched else torch.get_num_threads())
     jobs = [{"seed": s, "config": args.config, "overrides": args.set, "episodes": args.episodes,
              "eval_episodes": args.eval_episodes, "heldout": heldout, "run_root": args.run_root,
              "adaptation_episodes": args.adaptation_episodes, "adaptation_config": args.adaptation_config,
              "threads": threads, "num_envs": args.num_envs, "progress_every": args.progress_every} for s in args.seeds]
     start = time.time()
-    if args.parallel > 1:
+    if args.batched:
+        batched = train_batched(jobs[0], len(jobs))
+        eval_threads = max(1, threads // max(1, args.parallel))
+        jobs = [{**jobs[0], "threads": eval_threads, "run_dir": str(batched / f"run_{r}"), "batched_run": str(batched),
+                 "run_index": r} for r in range(len(jobs))]
+        if args.parallel > 1:
+            with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
+                rows = pool.map(evaluate_batched_run, jobs)
+        else:
+            rows = [evaluate_batched_run(job) for job in jobs]
+    elif args.parallel > 1:
         with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
             rows = pool.map(run_seed, jobs)
     else:
@@ -171,9 +231,10 @@ def main(argv: list[str] | None = None) -> None:
 
     summary = {"config": args.config, "overrides": args.set, "episodes_per_seed": args.episodes,
                "eval_episodes": args.eval_episodes, "seeds": args.seeds, "wall_seconds": round(wall, 1),
-               "parallel": args.parallel, "threads_per_seed": threads, "rows": rows}
+               "parallel": args.parallel, "threads_per_seed": threads, "batched": args.batched, "rows": rows}
     summary["seeds_short_of_the_longest_sketch"] = sum(r["max_length"] < longest for r in rows)
-    no_ops = {r["seed"]: sorted({s["module"] for s in r["no_op_steps"]}) for r in rows if r.get("no_op_steps")}
+    label = (lambda r: f"run {r['run_index']}") if args.batched else (lambda r: f"seed {r['seed']}")
+    no_ops = {label(r): sorted({s["module"] for s in r["no_op_steps"]}) for r in rows if r.get("no_op_steps")}
     lines = ["| measure | mean ± 95% CI over seeds | per seed |", "|---|---|---|"]
     for key in ("multitask", "zero_shot", "adaptation"):
         values = [r[key] for r in rows if key in r]
@@ -185,11 +246,11 @@ def main(argv: list[str] | None = None) -> None:
     out.mkdir(parents=True, exist_ok=True)
     (out / f"{cfg.experiment}_reproduction.json").write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(lines))
-    print(f"{len(rows)} seeds, {args.episodes:,} episodes each, {wall / 60:.1f} min wall time "
-          f"({args.parallel} at once); curriculum: {summary['seeds_short_of_the_longest_sketch']} seed(s) "
-          f"did not reach the longest sketches")
-    for seed, modules in no_ops.items():  # a module that STOPs at once, its job absorbed by a neighbour
-        print(f"seed {seed}: no-op module(s) {', '.join(modules)} (sketch steps they leave within 1.5 ticks: "
+    how = f"side by side in one process, seed {args.seeds[0]}" if args.batched else f"{args.parallel} at once"
+    print(f"{len(rows)} {'runs' if args.batched else 'seeds'}, {args.episodes:,} episodes each, {wall / 60:.1f} min wall time "
+          f"({how}); curriculum: {summary['seeds_short_of_the_longest_sketch']} run(s) did not reach the longest sketches")
+    for name, modules in no_ops.items():  # a module that STOPs at once, its job absorbed by a neighbour
+        print(f"{name}: no-op module(s) {', '.join(modules)} (sketch steps they leave within 1.5 ticks: "
               f"python -m modrl.experiments.sketch_trace RUN --task TASK)")
 
 
