@@ -134,6 +134,11 @@ class SketchConfig:
     ``env.kwargs.task_groups: R`` (each run samples its own tasks), continuing rollouts, the
     REINFORCE update and sketch routing. When run r reaches ``max_episodes`` the trainer writes it
     to ``<run dir>/run_<r>/`` as an ordinary run directory (``modrl eval`` it there)."""
+    sparse_features: bool = False
+    """Not in the paper; speed only. With continuing rollouts on the CPU, the acting pass computes the
+    modules' first layer from each observation's non-zero features (Craft: ~29 of 1,076) instead of a
+    dense matmul (``StackedMLP.sparse_input``): the same policy up to float rounding, so runs are
+    other draws than without it."""
     rollout_graph: Literal["eager", "cuda", "emulate"] = "eager"
     """With ``rollout_steps``: ``eager`` runs the ticks as Python code; ``cuda`` captures them in a
     CUDA graph after one eager update and replays it at every later update (``modrl/graphs.py``;
@@ -157,9 +162,9 @@ class PolicySketches(OnPolicyAlgorithm):
         if env.num_envs % R:
             raise ValueError(f"num_runs: {R} needs env.num_envs divisible by {R} (the same envs per run), got {env.num_envs}")
         if R > 1 and (not cfg.rollout_steps or cfg.update != "reinforce" or cfg.routing != "sketch" or cfg.modules != "per_symbol"
-                      or cfg.optimizer == "adam_per_module" or cfg.rollout_graph != "eager" or cfg.init_modules):
+                      or cfg.optimizer == "adam_per_module" or cfg.init_modules):
             raise ValueError("num_runs > 1 supports rollout_steps > 0, update: reinforce, routing: sketch, modules: per_symbol, "
-                             "optimizer: adam or rmsprop, rollout_graph: eager and no init_modules")
+                             "optimizer: adam or rmsprop and no init_modules")
         self.cfg = cfg
         self.num_runs = R
         n, dev = env.num_envs, self.device
@@ -220,6 +225,7 @@ class PolicySketches(OnPolicyAlgorithm):
                 torch.nn.init.zeros_(p)
             self.policy["router"] = router
             self.policy["router_critic"] = ValueHeads(self.num_tasks, features)
+        self.policy["subpolicies"].net.sparse_input = cfg.sparse_features
         if cfg.init_modules:
             self._load_modules(cfg.init_modules)
             self.policy["subpolicies"].requires_grad_(cfg.finetune_modules)

@@ -11,7 +11,9 @@ longer episodes later). Issue 4's targets are for the whole 5-seed reproduction 
 episodes): under 1 hour on a 2-core CPU, under 15 minutes on one H100. The projection assumes
 ``--parallel`` processes (default: 2 on CPU, 5 on a GPU) each keep this rate, in ceil(5 / parallel)
 rounds as the reproduction script schedules them — measure it with that many processes running at
-once (on a GPU, with the CUDA MPS daemon) before quoting it. There is no reference implementation
+once (on a GPU, with the CUDA MPS daemon) before quoting it. With ``--set agent.num_runs=5
+env.kwargs.task_groups=5 env.num_envs=2560`` (the reproduction's ``--batched`` form) one process
+trains all five (give it every core: ``--threads 2``). There is no reference implementation
 to time against in the same run (the original is TensorFlow 1); the ratio printed is to the target.
 The last line is one JSON object.
 """
@@ -84,15 +86,18 @@ def main(argv: list[str] | None = None) -> dict:
     wall = time.perf_counter() - start
     eps = (agent.episodes - episodes0) / wall
     kind = torch.device(cfg.device).type
-    parallel = args.parallel or (2 if kind == "cpu" else 5)
-    seed_minutes = args.episodes / eps / 60
+    runs = getattr(agent, "num_runs", 1)
+    parallel = args.parallel or (1 if runs > 1 else 2 if kind == "cpu" else 5)
+    seed_minutes = args.episodes * runs / eps / 60  # with num_runs: the minutes of the process's R runs
     # the reproduction script's pool runs the seeds `parallel` at a time, each at this rate, so 5 seeds take
-    # ceil(5 / parallel) rounds (with 2 at a time the fifth runs alone: 3 rounds, not 2.5)
-    five_seeds = math.ceil(5 / parallel) * seed_minutes
+    # ceil(5 / parallel) rounds (with 2 at a time the fifth runs alone: 3 rounds, not 2.5); with
+    # num_runs R the seeds run R to a process (--batched: R = 5, one process)
+    five_seeds = math.ceil(5 / (parallel * runs)) * seed_minutes
     result = {
-        "config": str(config), "device": cfg.device, "num_envs": env.num_envs, "curriculum_level": agent.max_length,
+        "config": str(config), "device": cfg.device, "num_envs": env.num_envs, "num_runs": runs, "threads": args.threads,
+        "curriculum_level": agent.max_length,
         "updates": updates, "episodes_per_s": round(eps), "env_steps_per_s": round((agent.global_step - steps0) / wall),
-        "rollout_share": round(rollout_seconds / wall, 3), "minutes_per_seed": round(seed_minutes, 1),
+        "rollout_share": round(rollout_seconds / wall, 3), "minutes_per_process": round(seed_minutes, 1),
         "parallel": parallel, "projected_5_seed_minutes": round(five_seeds, 1),
         "target_minutes": TARGET_MINUTES.get(kind), "ratio_to_target": round(five_seeds / TARGET_MINUTES.get(kind, five_seeds), 2),
     }

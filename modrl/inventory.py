@@ -204,6 +204,11 @@ class StackedMLP(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(num_modules, fan_out)))
         self.register_buffer("frozen", torch.zeros(num_modules, dtype=torch.bool))
         self._snapshots: list[torch.Tensor] | None = None
+        self.sparse_input = False
+        """Inputs are mostly zeros (Craft's features: ~29 of 1,076): without gradients, on the CPU,
+        :meth:`forward_keeping_product` computes the first layer from each row's non-zero entries
+        (one ``embedding_bag`` over the rows of the stacked weight) instead of a ``grouped_mm`` of
+        the whole rows. The same product up to float rounding (another summation order)."""
         self.reset_parameters()
 
     def reset_parameters(self, modules: slice | None = None, unit_scaling: float | None = None) -> None:
@@ -268,6 +273,14 @@ class StackedMLP(nn.Module):
         """A first-layer product exists only as one unpadded ``grouped_mm``."""
         return mode == "grouped" and _padding(self.dims[0], self.dims[1], dtype) == (0, 0)
 
+    def _sparse_product(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
+        """``x[i] @ W₀[index[i]]`` from the non-zero entries of each row (see ``sparse_input``)."""
+        w = self._effective(0)[0]
+        rows, cols = x.nonzero(as_tuple=True)  # row-major: each row's entries are contiguous
+        flat = index.index_select(0, rows) * w.shape[1] + cols  # a row of W₀ viewed as [M · in, out]
+        starts = torch.searchsorted(rows, torch.arange(x.shape[0], device=x.device))
+        return F.embedding_bag(flat, w.reshape(-1, w.shape[2]), starts, mode="sum", per_sample_weights=x[rows, cols])
+
     def _forward(self, x, index, grouping, params, product, keep: bool = False):
         if x.dim() != 2 or x.shape[1] != self.dims[0]:
             raise ValueError(f"inventory input must have shape [B, {self.dims[0]}], got {tuple(x.shape)}")
@@ -276,6 +289,22 @@ class StackedMLP(nn.Module):
         groups = params[0][0].shape[0] if params is not None else self.num_modules
         last = len(self.weights) - 1
         mode = self._mode(x)
+        if (keep and self.sparse_input and params is None and x.device.type == "cpu" and not torch.is_grad_enabled()
+                and self._keeps_product(mode, x.dtype)):
+            kept = self._sparse_product(x, index)
+            h = kept + self._effective(0)[1].index_select(0, index)
+            if last > 0 or self.final_activation:
+                h = self.activation(h)
+            if last > 0:  # the narrower layers as usual, on rows sorted by module
+                g = grouping or Grouping.of(index, groups)
+                h = g.sort(h)
+                for layer in range(1, last + 1):
+                    w, b = self._effective(layer)
+                    h = grouped_linear(h, w, b, g, True)
+                    if layer < last or self.final_activation:
+                        h = self.activation(h)
+                h = g.unsort(h)
+            return h, kept
         if mode == "dense":  # every module on every row, each row keeps its own module's output
             if product is not None:
                 raise ValueError("product needs the grouped mode (keeps_product(x) is False here)")

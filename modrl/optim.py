@@ -26,6 +26,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 import torch
+from torch.optim.adam import adam
 
 
 class ModuleAdam(torch.optim.Optimizer):
@@ -94,28 +95,32 @@ class RunAdam(torch.optim.Optimizer):
 
     @torch.no_grad()
     def step(self, closure=None):
+        """torch's Adam (its functional form, fused where the device supports it) on each run's slice
+        of every parameter as a tensor of its own, with that run's step count."""
         loss = None
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
         R = self.num_runs
         for group in self.param_groups:
-            beta1, beta2 = group["betas"]
+            params, grads, exp_avgs, exp_avg_sqs, steps = [], [], [], [], []
             for p in group["params"]:
                 if p.grad is None:
                     continue
                 state = self.state[p]
                 if not state:
-                    state["step"] = torch.zeros(R, 1, device=p.device)
+                    state["step"] = torch.zeros(R, device=p.device)
                     state["exp_avg"] = torch.zeros_like(p)
                     state["exp_avg_sq"] = torch.zeros_like(p)
-                grad, m, v = p.grad.view(R, -1), state["exp_avg"].view(R, -1), state["exp_avg_sq"].view(R, -1)
-                state["step"] += 1
-                t = state["step"]
-                m.lerp_(grad, 1 - beta1)
-                v.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)
-                bias1, bias2 = 1 - beta1**t, 1 - beta2**t
-                p.view(R, -1).sub_(m / (v.sqrt() / bias2.sqrt() + group["eps"]) * (group["lr"] / bias1))
+                for out, t in ((params, p), (grads, p.grad), (exp_avgs, state["exp_avg"]), (exp_avg_sqs, state["exp_avg_sq"])):
+                    out.extend(t.view(R, -1).unbind(0))  # views: the update writes into the stacked tensors
+                steps.extend(state["step"].unbind(0))
+            if not params:
+                continue
+            beta1, beta2 = group["betas"]
+            kwargs = dict(amsgrad=False, beta1=beta1, beta2=beta2, lr=group["lr"], weight_decay=0.0, eps=group["eps"], maximize=False)
+            fused = params[0].device.type in ("cpu", "cuda") and params[0].dtype in (torch.float32, torch.float16, torch.bfloat16, torch.float64)
+            adam(params, grads, exp_avgs, exp_avg_sqs, [], steps, foreach=False, fused=fused, **kwargs)
         return loss
 
     def restart(self, run: int) -> None:

@@ -83,7 +83,7 @@ def test_a_cuda_graph_needs_a_cuda_device():
 
 
 def _agent(graph: str, **overrides):
-    extra = [f"agent.{k}={v}" for k, v in overrides.items()]
+    extra = [f"{k if k.startswith('env.') else 'agent.' + k}={v}" for k, v in overrides.items()]
     cfg = load_config(CONFIG, ["env.num_envs=32", "env.kwargs.static_shapes=true", "agent.rollout_steps=4",
                                f"agent.rollout_graph={graph}", *extra])
     seed_everything(1)
@@ -102,8 +102,8 @@ def _state(agent) -> dict:
         state.update({f"optimizer.{i}.{k}": v for k, v in slot.items()})
     state.update(pointer=agent.router.pointer, task=agent.router.task, obs=agent.obs, stats=agent.stats.totals,
                  usage=agent.metrics.usage, durations=agent.metrics.durations, runs=agent.metrics.module_runs,
-                 round_success=agent.round_success, episodes=agent.episodes, steps=agent.global_step,
-                 max_length=agent.max_length, rng=torch.get_rng_state())
+                 round_success=agent.run_success, episodes=agent.run_episodes, steps=agent.global_step,
+                 max_length=agent.run_max_length, rng=torch.get_rng_state())
     return state
 
 
@@ -114,12 +114,15 @@ def _assert_same(a: dict, b: dict):
         assert same, k
 
 
-def test_the_captured_sketch_rollout_trains_like_the_eager_one():
+@pytest.mark.parametrize("runs", [1, 2])
+def test_the_captured_sketch_rollout_trains_like_the_eager_one(runs):
     # 6 updates, curriculum rounds of 2, new task weights after the third (changed between replays):
-    # parameters, optimiser, worlds, episodes in progress, metrics and RNG equal bit for bit.
+    # parameters, optimiser, worlds, episodes in progress, metrics and RNG equal bit for bit
+    # (runs = 2: two independent runs in the batch, agent.num_runs).
     states = {}
+    extra = {"num_runs": 2, "env.kwargs.task_groups": 2} if runs == 2 else {}
     for graph in ("eager", "emulate"):  # one after the other: both draw from torch's global generator
-        agent = _agent(graph, updates_per_round=2)
+        agent = _agent(graph, updates_per_round=2, **extra)
         for i in range(6):
             agent.train_iteration()
             if i == 2:  # as a curriculum round does: new task weights, written in place
