@@ -129,10 +129,11 @@ class SketchConfig:
     would train apart: row i of the env belongs to run i mod R, and each run has its own modules,
     critics, optimiser state (per-run Adam step counts), loss normalisation, gradient clipping,
     curriculum, task weights and episode budget — nothing is shared but the batched env and the
-    stacked matmuls, which run R× the rows per op (1.3× more env steps per second per thread,
-    docs/results.md). Needs ``env.num_envs`` divisible by R (``num_envs / R`` envs per run),
+    stacked matmuls, which run R× the rows per op (fewer, wider ops: one process keeps every core
+    busy until the last run ends, docs/results.md). Needs ``env.num_envs`` divisible by R (``num_envs / R`` envs per run),
     ``env.kwargs.task_groups: R`` (each run samples its own tasks), continuing rollouts, the
-    REINFORCE update and sketch routing. When run r reaches ``max_episodes`` the trainer writes it
+    REINFORCE update and sketch routing. ``total_steps`` and ``max_episodes`` are budgets per run
+    (env steps and progress are counted over the batch). When run r reaches ``max_episodes`` the trainer writes it
     to ``<run dir>/run_<r>/`` as an ordinary run directory (``modrl eval`` it there)."""
     sparse_features: bool = False
     """Not in the paper; speed only. With continuing rollouts on the CPU, the acting pass computes the
@@ -200,6 +201,8 @@ class PolicySketches(OnPolicyAlgorithm):
             raise ValueError(f"new_module_prior: {cfg.new_module_prior} needs new_module_entropy (its coefficient)")
         if cfg.rollout_steps < 0:
             raise ValueError(f"rollout_steps must be >= 0 (0: one whole episode per env), got {cfg.rollout_steps}")
+        if cfg.sparse_features and cfg.rollout_graph != "eager":
+            raise ValueError("sparse_features reads each observation's non-zero count on the host: it needs rollout_graph: eager")
         if cfg.rollout_graph not in ("eager", "cuda", "emulate"):
             raise ValueError(f"rollout_graph must be eager, cuda or emulate, got {cfg.rollout_graph!r}")
         if cfg.rollout_graph != "eager":
@@ -259,7 +262,7 @@ class PolicySketches(OnPolicyAlgorithm):
         self._finished_runs: list[int] = []
         self._milestones: list[str] = []
         self._steps = 0
-        self.total_env_steps = total_steps
+        self.total_env_steps = total_steps * R  # total_steps, like max_episodes, is a budget per run
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev,
                                          module_names=getattr(env, "symbols", None))
         # with rollout_steps: the episodes in progress, carried from one update to the next

@@ -91,6 +91,30 @@ def test_a_kept_first_layer_product_gives_the_same_outputs_and_gradients(frozen)
         assert float(grads[0][2].abs().max()) == 0.0
 
 
+@pytest.mark.parametrize("frozen", [False, True])
+def test_the_sparse_input_product_is_the_dense_one(frozen):
+    # sparse_input: the acting pass's first layer from each row's non-zero entries (embedding_bag);
+    # rows with no non-zero entry (first, middle, last) give the bias alone
+    torch.manual_seed(0)
+    inv = StackedMLP(5, 40, 6, hidden=16, num_layers=2, mode="grouped")
+    if frozen:
+        inv.freeze([1])
+        with torch.no_grad():
+            inv.weights[0][1].add_(1.0)  # moved by an optimiser: frozen modules still read their snapshot
+    x = (torch.rand(60, 40) < 0.1) * torch.randint(1, 4, (60, 40)).float()
+    x[[0, 30, 59]] = 0
+    module = torch.randint(0, 5, (60,))
+    with torch.no_grad():
+        dense = inv.forward_keeping_product(x, module)
+        inv.sparse_input = True
+        sparse = inv.forward_keeping_product(x, module)
+    for a, b in zip(dense, sparse):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+    assert not torch.equal(sparse[0], inv(x, (module + 1) % 5))  # each row's own module
+    with torch.enable_grad():  # with gradients: the grouped_mm path (the update's backward is grouped_mm's)
+        torch.testing.assert_close(inv.forward_keeping_product(x, module)[1], dense[1], rtol=0, atol=0)
+
+
 def test_a_product_is_kept_only_where_the_first_layer_is_one_grouped_mm():
     x, m = torch.randn(5, 12), torch.randint(0, 3, (5,))
     grouped = StackedMLP(3, 12, 2, hidden=8, num_layers=2, mode="grouped")

@@ -105,7 +105,7 @@ def test_each_run_is_saved_evaluated_and_not_resumable_alone(tmp_path, capsys):
 
     cfg = load_config(CONFIGS / "craft_sketch.yaml", [
         f"run_root={tmp_path}", "env.num_envs=32", "env.kwargs.task_groups=2", "agent.num_runs=2", "agent.rollout_steps=5",
-        "agent.max_episodes=40", "eval_episodes=20", "progress=false", "checkpoint_every=2"])
+        "agent.max_episodes=40", "agent.sparse_features=true", "eval_episodes=20", "progress=false", "checkpoint_every=2"])
     run = train(cfg)
     for r in (0, 1):
         sub = run / f"run_{r}"
@@ -140,3 +140,14 @@ def test_reproduction_script_batched_trains_runs_side_by_side_and_resumes(tmp_pa
     again = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())["rows"]
     assert {r["batched_run"] for r in again} == {batched} and all(r["episodes"] >= 64 for r in again)
     assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch__3__*"))) == 1
+
+
+def test_the_budgets_are_per_run():
+    env = CraftVectorEnv(32, split="train", task_groups=2)
+    agent = PolicySketches(SketchConfig(num_runs=2, **BATCHED), env, total_steps=16 * 6 * 3)  # 3 updates of each run
+    agent.start(0)
+    updates = 0
+    while not agent.finished:
+        agent.train_iteration()
+        updates += 1
+    assert updates == 3 and agent.global_step == 32 * 6 * 3  # counted over the batch
