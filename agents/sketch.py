@@ -136,10 +136,11 @@ class SketchConfig:
     (env steps and progress are counted over the batch). When run r reaches ``max_episodes`` the trainer writes it
     to ``<run dir>/run_<r>/`` as an ordinary run directory (``modrl eval`` it there)."""
     sparse_features: bool = False
-    """Not in the paper; speed only. With continuing rollouts on the CPU, the acting pass computes the
-    modules' first layer from each observation's non-zero features (Craft: ~29 of 1,076) instead of a
-    dense matmul (``StackedMLP.sparse_input``): the same policy up to float rounding, so runs are
-    other draws than without it."""
+    """Not in the paper; speed only. With continuing rollouts on the CPU (eager, not with
+    ``rollout_graph``; ignored elsewhere), the acting pass computes the modules' first layer from
+    each observation's non-zero features (Craft: ~29 of 1,076) instead of a dense matmul
+    (``StackedMLP.sparse_input``): the same policy up to float rounding, so runs are other draws
+    than without it. Reads each tick's non-zero count on the host."""
     rollout_graph: Literal["eager", "cuda", "emulate"] = "eager"
     """With ``rollout_steps``: ``eager`` runs the ticks as Python code; ``cuda`` captures them in a
     CUDA graph after one eager update and replays it at every later update (``modrl/graphs.py``;
@@ -201,8 +202,6 @@ class PolicySketches(OnPolicyAlgorithm):
             raise ValueError(f"new_module_prior: {cfg.new_module_prior} needs new_module_entropy (its coefficient)")
         if cfg.rollout_steps < 0:
             raise ValueError(f"rollout_steps must be >= 0 (0: one whole episode per env), got {cfg.rollout_steps}")
-        if cfg.sparse_features and cfg.rollout_graph != "eager":
-            raise ValueError("sparse_features reads each observation's non-zero count on the host: it needs rollout_graph: eager")
         if cfg.rollout_graph not in ("eager", "cuda", "emulate"):
             raise ValueError(f"rollout_graph must be eager, cuda or emulate, got {cfg.rollout_graph!r}")
         if cfg.rollout_graph != "eager":
@@ -228,7 +227,8 @@ class PolicySketches(OnPolicyAlgorithm):
                 torch.nn.init.zeros_(p)
             self.policy["router"] = router
             self.policy["router_critic"] = ValueHeads(self.num_tasks, features)
-        self.policy["subpolicies"].net.sparse_input = cfg.sparse_features
+        # (it reads each observation's non-zero count on the host: not inside a captured rollout)
+        self.policy["subpolicies"].net.sparse_input = cfg.sparse_features and cfg.rollout_graph == "eager"
         if cfg.init_modules:
             self._load_modules(cfg.init_modules)
             self.policy["subpolicies"].requires_grad_(cfg.finetune_modules)
@@ -260,7 +260,7 @@ class PolicySketches(OnPolicyAlgorithm):
         self.run_episodes = [0] * R
         self.run_done = [False] * R  # reached max_episodes (and handed to the trainer, see pop_finished_runs)
         self._finished_runs: list[int] = []
-        self._milestones: list[str] = []
+        self._milestones: list[str | tuple[int, str]] = []
         self._steps = 0
         self.total_env_steps = total_steps * R  # total_steps, like max_episodes, is a budget per run
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev,
@@ -356,7 +356,7 @@ class PolicySketches(OnPolicyAlgorithm):
         self._set_tasks(run, self.run_allowed[run].float())
         self.run_round_updates[run] = 0
         self.run_success[run].zero_()
-        self._milestones.append(f"length_{length}" if self.num_runs == 1 else f"run_{run}_length_{length}")
+        self._milestones.append(f"length_{length}" if self.num_runs == 1 else (run, f"length_{length}"))
         self._set_entropy_coefs()
         if self.cfg.restart_optimizer:  # moments and step counts start again (bias-corrected)
             if self.num_runs == 1:
@@ -387,10 +387,11 @@ class PolicySketches(OnPolicyAlgorithm):
             self._entropy_coef = torch.where(entering, cfg.new_module_entropy, cfg.entropy_coef)
             self._entering = entering if cfg.new_module_prior == "stop_bias" else None
 
-    def pop_milestone(self) -> str | None:
+    def pop_milestone(self) -> str | tuple[int, str] | None:
         """``length_<ℓ>`` once after each promotion of the curriculum (the original wrote a
-        checkpoint at each), so a run can be evaluated or traced as it was when ℓ_max rose;
-        ``run_<r>_length_<ℓ>`` with ``num_runs`` > 1."""
+        checkpoint at each), so a run can be evaluated or traced as it was when ℓ_max rose; with
+        ``num_runs`` > 1, ``(r, "length_<ℓ>")``: the trainer keeps run r's state alone, in its run
+        directory (:meth:`run_state_dict`)."""
         return self._milestones.pop(0) if self._milestones else None
 
     def pop_finished_runs(self) -> list[int]:
@@ -822,6 +823,12 @@ class PolicySketches(OnPolicyAlgorithm):
         for t, name in enumerate(self.env.task_names):
             if float(episodes[t]) > 0:
                 out[f"tasks/{name}/success_rate"] = float(successes[t] / episodes[t])
+        if self.num_runs > 1:  # and each run's
+            rates = (self.run_success[:, 0] / self.run_success[:, 1].clamp_min(1)).tolist()
+            for r in range(self.num_runs):
+                for t, name in enumerate(self.env.task_names):
+                    if float(self.run_success[r, 1, t]) > 0:
+                        out[f"tasks/run_{r}/{name}/success_rate"] = rates[r][t]
         out["curriculum/max_length"] = float(self.max_length)
         if self.num_runs > 1:
             out.update({f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.run_max_length)})

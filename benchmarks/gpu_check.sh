@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
-# The GPU checks of issue 4 in one short run (about 8 minutes on an H100/H200), for a session that
+# The GPU checks of issue 4 in one short run (about 9 minutes on an H100/H200), for a session that
 # is lent a device: CPU/GPU agreement and the captured rollout's correctness (tests/test_cuda.py),
 # the captured rollout's speed against eager (benchmarks/rollout_graph.py), and one seed of the
 # reproduction config trained with the captured rollout for a few minutes (its episodes/s early in
-# the curriculum). Writes everything under ${OUT:-gpu_check}/.
+# the curriculum), then its five runs side by side in one process (the 15-minute target's form).
+# Writes everything under ${OUT:-gpu_check}/.
 #
 #     bash benchmarks/gpu_check.sh fetch      # here, on a machine with pip's registry: the wheels the
 #                                             # GPU image lacks (gymnasium, minigrid, SB3, ...) into .whl/
@@ -39,7 +40,11 @@ timeout 240 python3 -m pytest -q tests/test_cuda.py 2>&1 | tail -30 | tee "$out/
 echo "== benchmarks/rollout_graph.py"
 timeout 150 python3 benchmarks/rollout_graph.py --num-envs 512 4096 --updates 20 2>&1 | tee "$out/rollout_graph.txt"
 
-echo "== one seed of craft_sketch.yaml with the captured rollout, 120 s"
-timeout 120 python3 -m modrl.experiments.sketch_reproduction --seeds 1 --progress-every 20 \
+echo "== one seed of craft_sketch.yaml with the captured rollout, 90 s"
+timeout 90 python3 -m modrl.experiments.sketch_reproduction --seeds 1 --progress-every 20 \
     --run-root "$out/runs" --out "$out" --set device=cuda agent.rollout_graph=cuda 2>&1 | tail -20 | tee "$out/seed1.txt"
+
+echo "== the five seeds' runs side by side in one process (--batched, agent.num_runs=5), captured rollout, 120 s"
+timeout 120 python3 -m modrl.experiments.sketch_reproduction --batched --seeds 1 2 3 4 5 --progress-every 20 \
+    --run-root "$out/runs_batched" --out "$out/batched" --set device=cuda agent.rollout_graph=cuda 2>&1 | tail -20 | tee "$out/batched.txt"
 echo "done: $out"

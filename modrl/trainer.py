@@ -125,31 +125,48 @@ def _checkpoint_state(cfg: RunConfig, agent: OnPolicyAlgorithm, env, train_secon
     }
 
 
+def _one_run(cfg: RunConfig, agent: OnPolicyAlgorithm, run_dir: Path, run: int, train_seconds: float) -> tuple[Path, dict]:
+    """Run ``run`` of a several-run agent as a run directory of its own, ``run_dir/run_<r>/``
+    (config of a one-run agent, command), and its checkpoint state (see the module docstring)."""
+    runs = agent.num_runs
+    single = to_dict(cfg)
+    single["agent"]["num_runs"] = 1
+    single["env"]["num_envs"] = cfg.env.num_envs // runs
+    single["env"]["kwargs"] = {k: v for k, v in single["env"]["kwargs"].items() if k != "task_groups"}
+    sub = run_dir / f"run_{run}"
+    if not (sub / "config.yaml").is_file():
+        sub.mkdir(exist_ok=True)
+        save_text_atomic(sub / "config.yaml", yaml.safe_dump(single, sort_keys=False))
+        (sub / "command.txt").write_text(f"# run {run} of the {runs} runs trained side by side in {run_dir}\n"
+                                          + (run_dir / "command.txt").read_text())
+    state = agent.run_state_dict(run)
+    return sub, {"format": CHECKPOINT_FORMAT, "global_step": int(state["steps"]), "train_seconds": train_seconds,
+                 "config": single, "agent": state, "trained_in": str(run_dir), "run": run}
+
+
 def save_finished_runs(cfg: RunConfig, agent: OnPolicyAlgorithm, run_dir: Path, train_seconds: float) -> list[Path]:
     """Write each run of a several-run agent that reached its budget since the last call to
     ``run_dir/run_<r>/`` (see the module docstring); return their directories."""
-    runs = getattr(agent, "num_runs", 1)
-    if runs == 1 or not hasattr(agent, "pop_finished_runs"):
+    if getattr(agent, "num_runs", 1) == 1 or not hasattr(agent, "pop_finished_runs"):
         return []
     saved = []
     for r in agent.pop_finished_runs():
-        state = agent.run_state_dict(r)
-        single = to_dict(cfg)
-        single["agent"]["num_runs"] = 1
-        single["env"]["num_envs"] = cfg.env.num_envs // runs
-        single["env"]["kwargs"] = {k: v for k, v in single["env"]["kwargs"].items() if k != "task_groups"}
-        sub = run_dir / f"run_{r}"
-        sub.mkdir(exist_ok=True)
-        save_text_atomic(sub / "config.yaml", yaml.safe_dump(single, sort_keys=False))
-        (sub / "command.txt").write_text(f"# run {r} of the {runs} runs trained side by side in {run_dir}\n"
-                                          + (run_dir / "command.txt").read_text())
-        save_checkpoint(sub, int(state["steps"]), {
-            "format": CHECKPOINT_FORMAT, "global_step": int(state["steps"]), "train_seconds": train_seconds,
-            "config": single, "agent": state, "trained_in": str(run_dir), "run": r,
-        })
-        print(f"modrl: run {r} of {runs} reached its budget ({state['episodes']:,} episodes); saved as {sub}", file=sys.stderr)
+        sub, state = _one_run(cfg, agent, run_dir, r, train_seconds)
+        save_checkpoint(sub, state["global_step"], state)
+        print(f"modrl: run {r} of {agent.num_runs} reached its budget ({state['agent']['episodes']:,} episodes); "
+              f"saved as {sub}", file=sys.stderr)
         saved.append(sub)
     return saved
+
+
+def save_milestone(cfg: RunConfig, agent: OnPolicyAlgorithm, env, run_dir: Path, milestone, train_seconds: float) -> Path:
+    """``checkpoints/<name>.pt`` of the run; for a milestone ``(r, name)`` of a several-run agent,
+    ``run_<r>/checkpoints/<name>.pt`` with that run's state alone."""
+    if isinstance(milestone, tuple):
+        run, name = milestone
+        sub, state = _one_run(cfg, agent, run_dir, run, train_seconds)
+        return save_atomic(state, checkpoint_dir(sub) / f"{name}.pt")
+    return save_atomic(_checkpoint_state(cfg, agent, env, train_seconds), checkpoint_dir(run_dir) / f"{milestone}.pt")
 
 
 #: what the final evaluation of a task split measures (Andreas et al. 2017, Table 1)
@@ -256,8 +273,7 @@ def train(
                 if agent.iteration % cfg.checkpoint_every == 0:
                     save()
                 while (milestone := agent.pop_milestone()) is not None:
-                    seconds = seconds_before + time.perf_counter() - start_time
-                    save_atomic(_checkpoint_state(cfg, agent, env, seconds), checkpoint_dir(run_dir) / f"{milestone}.pt")
+                    save_milestone(cfg, agent, env, run_dir, milestone, seconds_before + time.perf_counter() - start_time)
                 save_finished_runs(cfg, agent, run_dir, seconds_before + time.perf_counter() - start_time)
                 if stop.requested or (max_iterations is not None and done_here >= max_iterations):
                     path = save() if saved_at != agent.global_step else latest_checkpoint(run_dir)

@@ -105,8 +105,15 @@ def test_each_run_is_saved_evaluated_and_not_resumable_alone(tmp_path, capsys):
 
     cfg = load_config(CONFIGS / "craft_sketch.yaml", [
         f"run_root={tmp_path}", "env.num_envs=32", "env.kwargs.task_groups=2", "agent.num_runs=2", "agent.rollout_steps=5",
-        "agent.max_episodes=40", "agent.sparse_features=true", "eval_episodes=20", "progress=false", "checkpoint_every=2"])
+        "agent.max_episodes=40", "agent.sparse_features=true", "eval_episodes=20", "progress=false", "checkpoint_every=2",
+        "agent.promote_threshold=-1.0", "agent.updates_per_round=1"])  # a promotion every update
     run = train(cfg)
+    from modrl.evaluation import evaluate_run
+
+    for r in (0, 1):  # each run's promotions are kept in its own directory, as that run's state alone
+        assert {p.name for p in (run / f"run_{r}" / "checkpoints").glob("length_*.pt")} >= {"length_3.pt", "length_4.pt"}
+        assert evaluate_run(run / f"run_{r}", episodes=16, checkpoint=run / f"run_{r}" / "checkpoints" / "length_3.pt")["episodes"] == 16
+    assert not list((run / "checkpoints").glob("length_*.pt"))
     for r in (0, 1):
         sub = run / f"run_{r}"
         state = load_checkpoint(latest_checkpoint(sub))
@@ -128,7 +135,7 @@ def test_reproduction_script_batched_trains_runs_side_by_side_and_resumes(tmp_pa
     args = ["--batched", "--seeds", "3", "4", "--eval-episodes", "32", "--num-envs", "16", "--threads", "1",
             "--run-root", str(tmp_path / "runs"), "--out", str(tmp_path), "--set", "agent.rollout_steps=5"]
     reproduce([*args, "--episodes", "32", "--adaptation-episodes", "16"])
-    summary = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())
+    summary = json.loads((tmp_path / "craft_sketch_batched_reproduction.json").read_text())
     assert summary["batched"] and [r["run_index"] for r in summary["rows"]] == [0, 1]
     (batched,) = {r["batched_run"] for r in summary["rows"]}
     assert [r["run"] for r in summary["rows"]] == [f"{batched}/run_0", f"{batched}/run_1"]
@@ -137,7 +144,7 @@ def test_reproduction_script_batched_trains_runs_side_by_side_and_resumes(tmp_pa
         assert set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
     assert "2 runs, 32 episodes each" in capsys.readouterr().out
     reproduce([*args, "--episodes", "64"])  # a larger budget resumes the batched run; each run is saved again
-    again = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())["rows"]
+    again = json.loads((tmp_path / "craft_sketch_batched_reproduction.json").read_text())["rows"]
     assert {r["batched_run"] for r in again} == {batched} and all(r["episodes"] >= 64 for r in again)
     assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch__3__*"))) == 1
 

@@ -18,7 +18,8 @@ name, e.g. ``craft_sketch_fast_reproduction.json``) and prints a Markdown table.
 of seeds, ``--num-envs`` or the config's envs per run; seeded with the first seed, so its runs are
 new draws, not the unbatched seeds' runs), using every core (``--threads``) for ops R times wider,
 then evaluates (and adapts) the runs ``--parallel`` at a time from their run directories
-(``<batched run>/run_<r>/``). Rows are labelled by run, ``seed`` being the batch's seed.
+(``<batched run>/run_<r>/``). Rows are labelled by run, ``seed`` being the batch's seed; the
+summary is ``<out>/<experiment>_batched_reproduction.json``.
 """
 
 from __future__ import annotations
@@ -244,7 +245,8 @@ def main(argv: list[str] | None = None) -> None:
             lines.append(f"| {key} | {mean:.3f} ± {half:.3f} | {', '.join(f'{v:.3f}' for v in values)} |")
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (out / f"{cfg.experiment}_reproduction.json").write_text(json.dumps(summary, indent=2) + "\n")
+    name = f"{cfg.experiment}_{'batched_' if args.batched else ''}reproduction.json"
+    (out / name).write_text(json.dumps(summary, indent=2) + "\n")
     print("\n".join(lines))
     how = f"side by side in one process, seed {args.seeds[0]}" if args.batched else f"{args.parallel} at once"
     print(f"{len(rows)} {'runs' if args.batched else 'seeds'}, {args.episodes:,} episodes each, {wall / 60:.1f} min wall time "
