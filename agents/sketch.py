@@ -403,8 +403,12 @@ class PolicySketches(OnPolicyAlgorithm):
     def end_runs(self) -> None:
         """Training stopped before every run reached ``max_episodes`` (``total_steps``): hand the
         remaining runs over as they are (:meth:`pop_finished_runs`)."""
+        self._hand_over(lambda r: True)
+
+    def _hand_over(self, done) -> None:
+        """Mark the runs not yet handed over for which ``done(r)`` holds, for :meth:`pop_finished_runs`."""
         for r in range(self.num_runs):
-            if not self.run_done[r]:
+            if not self.run_done[r] and done(r):
                 self.run_done[r] = True
                 self._finished_runs.append(r)
 
@@ -684,10 +688,7 @@ class PolicySketches(OnPolicyAlgorithm):
                     )
                     sq = self._apply(actor_loss + cfg.critic_coef * critic_loss)
         self.iteration += 1
-        for r in range(self.num_runs):  # runs that reached their budget (the trainer saves each, see pop_finished_runs)
-            if 0 < cfg.max_episodes <= self.run_episodes[r] and not self.run_done[r]:
-                self.run_done[r] = True
-                self._finished_runs.append(r)
+        self._hand_over(lambda r: 0 < cfg.max_episodes <= self.run_episodes[r])  # the trainer saves each
         per_run = 1.0 / self.num_runs  # the losses below are summed over runs: report their mean
         out = {
             "losses/policy_loss": actor_loss.detach() * per_run,
@@ -825,14 +826,13 @@ class PolicySketches(OnPolicyAlgorithm):
                 out[f"tasks/{name}/success_rate"] = float(successes[t] / episodes[t])
         if self.num_runs > 1:  # and each run's
             rates = (self.run_success[:, 0] / self.run_success[:, 1].clamp_min(1)).tolist()
+            counts = self.run_success[:, 1].tolist()
             for r in range(self.num_runs):
                 for t, name in enumerate(self.env.task_names):
-                    if float(self.run_success[r, 1, t]) > 0:
+                    if counts[r][t] > 0:
                         out[f"tasks/run_{r}/{name}/success_rate"] = rates[r][t]
-        out["curriculum/max_length"] = float(self.max_length)
-        if self.num_runs > 1:
             out.update({f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.run_max_length)})
-            out["curriculum/max_length"] = float(min(self.run_max_length))
+        out["curriculum/max_length"] = float(min(self.run_max_length))  # of the run furthest behind
         return out
 
     # ------------------------------------------------------------------ evaluation and checkpoints
@@ -885,7 +885,7 @@ class PolicySketches(OnPolicyAlgorithm):
         """Run ``run`` of a ``num_runs`` > 1 agent as the state of a one-run agent (its modules,
         critics and curriculum): what ``modrl eval`` and ``init_modules`` read from a checkpoint.
         Evaluation only: the optimiser state and the episodes in progress are not included."""
-        R, T = self.num_runs, self.num_tasks
+        R = self.num_runs
         sizes = {"subpolicies.": self.num_symbols, "critics.": self.critic_heads}
         policy = {}
         for key, value in self.policy.state_dict().items():

@@ -273,9 +273,8 @@ class StackedMLP(nn.Module):
         """A first-layer product exists only as one unpadded ``grouped_mm``."""
         return mode == "grouped" and _padding(self.dims[0], self.dims[1], dtype) == (0, 0)
 
-    def _sparse_product(self, x: torch.Tensor, index: torch.Tensor) -> torch.Tensor:
-        """``x[i] @ W₀[index[i]]`` from the non-zero entries of each row (see ``sparse_input``)."""
-        w = self._effective(0)[0]
+    def _sparse_product(self, x: torch.Tensor, index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+        """``x[i] @ w[index[i]]`` from the non-zero entries of each row (see ``sparse_input``)."""
         rows, cols = x.nonzero(as_tuple=True)  # row-major: each row's entries are contiguous
         flat = index.index_select(0, rows) * w.shape[1] + cols  # a row of W₀ viewed as [M · in, out]
         starts = torch.searchsorted(rows, torch.arange(x.shape[0], device=x.device))
@@ -289,22 +288,6 @@ class StackedMLP(nn.Module):
         groups = params[0][0].shape[0] if params is not None else self.num_modules
         last = len(self.weights) - 1
         mode = self._mode(x)
-        if (keep and self.sparse_input and params is None and x.device.type == "cpu" and not torch.is_grad_enabled()
-                and self._keeps_product(mode, x.dtype)):
-            kept = self._sparse_product(x, index)
-            h = kept + self._effective(0)[1].index_select(0, index)
-            if last > 0 or self.final_activation:
-                h = self.activation(h)
-            if last > 0:  # the narrower layers as usual, on rows sorted by module
-                g = grouping or Grouping.of(index, groups)
-                h = g.sort(h)
-                for layer in range(1, last + 1):
-                    w, b = self._effective(layer)
-                    h = grouped_linear(h, w, b, g, True)
-                    if layer < last or self.final_activation:
-                        h = self.activation(h)
-                h = g.unsort(h)
-            return h, kept
         if mode == "dense":  # every module on every row, each row keeps its own module's output
             if product is not None:
                 raise ValueError("product needs the grouped mode (keeps_product(x) is False here)")
@@ -320,6 +303,8 @@ class StackedMLP(nn.Module):
         g = grouping or Grouping.of(index, groups)
         use_grouped, keepable = mode == "grouped", self._keeps_product(mode, x.dtype)
         keep = keep and keepable
+        # sparse_input: the acting pass's first layer from the rows' non-zero entries (whole rows never gathered)
+        sparse = keep and self.sparse_input and params is None and x.device.type == "cpu" and not torch.is_grad_enabled()
         if product is not None:
             if params is not None:
                 raise ValueError("product was computed with the stored parameters; it cannot be used with params")
@@ -327,17 +312,22 @@ class StackedMLP(nn.Module):
                 raise ValueError(f"product must be [{x.shape[0]}, {self.dims[1]}] from forward_keeping_product "
                                  f"(got {tuple(product.shape)}, mode {mode})")
             product = g.sort(product)
-        h, kept = g.sort(x), None
+        h, kept = (None if sparse else g.sort(x)), None
         for layer in range(len(self.weights)):
             w, b = params[layer] if params is not None else self._effective(layer)
-            if layer == 0 and keep:
-                kept = grouped_linear(h, w, None, g, use_grouped)
-                h = kept + b.index_select(0, g.sorted_index)
+            if layer == 0 and keep:  # the first layer's product, kept in x's row order
+                if sparse:
+                    kept = self._sparse_product(x, index, w)
+                    first = g.sort(kept)
+                else:
+                    first = grouped_linear(h, w, None, g, use_grouped)
+                    kept = g.unsort(first)
+                h = first + b.index_select(0, g.sorted_index)
             else:
                 h = grouped_linear(h, w, b, g, use_grouped, product if layer == 0 else None)
             if layer < last or self.final_activation:
                 h = self.activation(h)
-        return g.unsort(h), (None if kept is None else g.unsort(kept))
+        return g.unsort(h), kept
 
     def parameters_by_layer(self) -> list[tuple[torch.Tensor, torch.Tensor]]:
         """The (weight [M, in, out], bias [M, out]) of each layer, frozen modules resolved."""
