@@ -35,7 +35,19 @@ from modrl.networks import ACTIVATIONS
 MODES = ("grouped", "segments", "dense")
 DENSE_MAX_MODULES = 16
 """Up to this many modules a CUDA device runs them all on every row (``dense``) where
-``grouped_mm`` is unavailable; beyond, the per-segment loop."""
+``grouped_mm`` is unavailable; beyond, the per-segment loop — but only with gradients on (an
+update): without them (acting, evaluation) it is always ``dense``, since the per-segment loop reads
+the segment ends on the host, which a CUDA graph's captured acting pass cannot do (e.g. the 50
+modules of five Craft runs side by side, ``agent.num_runs``)."""
+
+
+def default_mode(device_type: str, grouped_mm: bool, num_modules: int, grad: bool) -> str:
+    """The inventory's mode where none is set: see ``MODES`` and ``DENSE_MAX_MODULES``."""
+    if grouped_mm:
+        return "grouped"
+    if device_type == "cuda" and (num_modules <= DENSE_MAX_MODULES or not grad):
+        return "dense"
+    return "segments"
 
 
 @dataclass
@@ -228,9 +240,8 @@ class StackedMLP(nn.Module):
     def _mode(self, x: torch.Tensor) -> str:
         if self.mode is not None:
             return self.mode
-        if _grouped_mm_supported(x.device, x.dtype):
-            return "grouped"
-        return "dense" if x.device.type == "cuda" and self.num_modules <= DENSE_MAX_MODULES else "segments"
+        return default_mode(x.device.type, _grouped_mm_supported(x.device, x.dtype), self.num_modules,
+                            torch.is_grad_enabled())
 
     def _effective(self, layer: int) -> tuple[torch.Tensor, torch.Tensor]:
         w, b = self.weights[layer], self.biases[layer]

@@ -94,16 +94,19 @@ def test_training_resumes_and_evaluates_on_cuda(tmp_path, config, overrides):
     assert 0.0 <= result["success_rate"] <= 1.0 and result["episodes"] >= 64
 
 
-def test_the_captured_rollout_replays_the_eager_one_on_cuda():
+@pytest.mark.parametrize("runs", [1, 5])
+def test_the_captured_rollout_replays_the_eager_one_on_cuda(runs):
     """``rollout_graph: cuda`` (the ticks captured in a CUDA graph: one eager warm-up, then capture,
     then replays) gives the eager rollout's worlds, episodes in progress, buffers and counters bit
-    for bit. Rollouts only: the update's float atomics (index_add backward) are not deterministic."""
+    for bit. Rollouts only: the update's float atomics (index_add backward) are not deterministic.
+    ``runs = 5``: five runs side by side (``agent.num_runs``), 50 modules, the 15-minute target's form."""
     from modrl.config import load_config
     from modrl.trainer import make_agent, make_env, seed_everything
 
     results = {}
+    extra = [f"agent.num_runs={runs}", f"env.kwargs.task_groups={runs}", "env.num_envs=320"] if runs > 1 else ["env.num_envs=256"]
     for graph in ("eager", "cuda"):
-        cfg = load_config(CONFIGS / "craft_sketch.yaml", ["device=cuda", "env.num_envs=256", f"agent.rollout_graph={graph}"])
+        cfg = load_config(CONFIGS / "craft_sketch.yaml", ["device=cuda", *extra, f"agent.rollout_graph={graph}"])
         seed_everything(1)
         agent = make_agent(cfg, make_env(cfg.env, "cuda"))
         agent.start(1)
@@ -112,7 +115,7 @@ def test_the_captured_rollout_replays_the_eager_one_on_cuda():
         state = {f"env.{k}": v for k, v in agent.env.state_dict().items() if isinstance(v, torch.Tensor)}
         state.update({f"buf.{k}": v for k, v in buf.items() if isinstance(v, torch.Tensor)})
         state.update(pointer=agent.router.pointer, task=agent.router.task, obs=agent.obs, active=agent.controller.active,
-                     usage=agent.metrics.usage, stats=agent.stats.totals, round_success=agent.round_success)
+                     usage=agent.metrics.usage, stats=agent.stats.totals, round_success=agent.run_success)
         results[graph] = {k: v.cpu().clone() for k, v in state.items()}
         results[graph]["episodes"] = torch.tensor(agent.episodes)
     assert agent._graph.captures == 1

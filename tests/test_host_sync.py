@@ -10,6 +10,7 @@ from modrl.config import load_config
 from modrl.envs.craft import CraftVectorEnv
 from modrl.envs.maze import MazeVectorEnv
 from modrl.host_sync import HostSyncAudit
+from modrl.inventory import default_mode
 from modrl.trainer import make_agent, make_env, seed_everything
 from modrl.vec import EnvError
 
@@ -46,16 +47,23 @@ def test_sketch_worlds_step_without_host_reads_with_static_shapes(world):
     assert {op for op, _ in counts[False].sites} == {"aten::nonzero"}  # the CPU path finds the reset rows
 
 
-def test_sketch_rollout_ticks_read_nothing_on_the_host():
+@pytest.mark.parametrize("runs", [1, 5])
+def test_sketch_rollout_ticks_read_nothing_on_the_host(runs):
     # The continuing rollout may read the host once per update (episode counts), never per tick:
     # the number of host reads does not grow with the number of ticks. (sparse_features, a CPU-only
-    # speed-up, reads each tick's non-zero count: off, as it is under a captured rollout.)
+    # speed-up, reads each tick's non-zero count: off, as it is under a captured rollout.) With five
+    # runs side by side (50 modules), the inventories in the mode a CUDA device picks for acting.
     counts = []
     for ticks in (2, 6):
+        extra = [f"agent.num_runs={runs}", f"env.kwargs.task_groups={runs}"] if runs > 1 else []
         cfg = load_config(Path(__file__).parents[1] / "configs" / "craft_sketch.yaml", [
-            "env.num_envs=32", "env.kwargs.static_shapes=true", f"agent.rollout_steps={ticks}", "agent.sparse_features=false"])
+            "env.num_envs=40", "env.kwargs.static_shapes=true", f"agent.rollout_steps={ticks}", "agent.sparse_features=false",
+            *extra])
         seed_everything(1)
         agent = make_agent(cfg, make_env(cfg.env, "cpu"))
+        if runs > 1:
+            for net in (agent.policy["subpolicies"].net, agent.policy["critics"].net):
+                net.mode = default_mode("cuda", grouped_mm=False, num_modules=net.num_modules, grad=False)
         agent.start(1)
         with HostSyncAudit() as audit:
             agent._rollout_continuing()

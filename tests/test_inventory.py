@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from modrl.inventory import Grouping, PolicyInventory, StackedMLP, ValueHeads, rows_by_module
+from modrl.inventory import DENSE_MAX_MODULES, Grouping, PolicyInventory, StackedMLP, ValueHeads, default_mode, rows_by_module
 
 
 def _grads(out, inputs, seed=0):
@@ -127,6 +127,18 @@ def test_a_product_is_kept_only_where_the_first_layer_is_one_grouped_mm():
         assert inv.forward_keeping_product(torch.randn(5, inv.dims[0]), m)[1] is None
         with pytest.raises(ValueError, match="product"):
             inv(torch.randn(5, inv.dims[0]), m, product=torch.zeros(5, 8))
+
+
+def test_the_default_mode_reads_nothing_on_the_host_without_gradients_on_cuda():
+    # grouped_mm wherever it runs; on CUDA without it, every module on every row — always when acting
+    # (no gradients: a captured CUDA graph holds no host read, and the per-segment loop reads its ends),
+    # and for updates up to DENSE_MAX_MODULES modules; beyond that (e.g. 5 runs x 10 modules) segments
+    many = DENSE_MAX_MODULES + 1
+    assert default_mode("cpu", True, many, True) == default_mode("cuda", True, many, False) == "grouped"
+    assert default_mode("cuda", False, DENSE_MAX_MODULES, True) == "dense"
+    assert default_mode("cuda", False, many, False) == "dense"
+    assert default_mode("cuda", False, many, True) == "segments"
+    assert default_mode("cpu", False, 2, False) == "segments"
 
 
 def test_freeze_keeps_modules_exact_under_adam():
