@@ -503,6 +503,21 @@ def test_sketch_trace_reports_what_each_step_does(tmp_path, stop_bias, ticks):
     assert exit_.value.code == 2
 
 
+def test_sketch_trace_reports_the_rooms_where_maze_steps_stop(tmp_path):
+    # Maze: the room each step stops in, from the start room; modules that STOP at once never leave it
+    from modrl.config import load_config
+    from modrl.experiments.sketch_trace import markdown, trace
+    from modrl.trainer import train
+
+    run = train(load_config(CONFIGS / "maze_sketch.yaml", [f"run_root={tmp_path}", "total_steps=500", "env.num_envs=8",
+                                                           "eval_episodes=0", "progress=false", "agent.stop_bias=50"]))
+    result = trace(run, "go[RDD]", episodes=32)
+    assert [r["module"] for r in result["steps"]] == ["right", "down", "down"]
+    assert [r["mean_ticks"] for r in result["steps"]] == [1.0] * 3
+    assert [r["room_after"] for r in result["steps"]] == [{"(0, 0)": 1.0}] * 3
+    assert "| 2 | down | 1.000 | 1.0 | (0, 0) 1.00 |" in markdown(result)
+
+
 def test_default_job_trains_sketches_and_evaluates_zero_shot(tmp_path, capsys):
     # `modrl train` with no config: policy sketches on Craft, ending with multitask and zero-shot evaluations
     assert main(["train", "--set", f"run_root={tmp_path}", "env.num_envs=16", "agent.max_episodes=100",

@@ -1,11 +1,13 @@
-"""What each sketch step of a trained Craft run accomplishes: a per-module trace.
+"""What each sketch step of a trained Craft or Maze run accomplishes: a per-module trace.
 
 Policy sketches (Andreas, Klein & Levine 2017) only say *which* module runs at each step; nothing
 forces ``get_iron`` to fetch iron. A run can succeed on its training tasks with a shifted
 decomposition (one module a no-op, its neighbour doing both jobs), which then fails on a new
 sketch or a new map. This runs one episode per env along a task's sketch with the run's modules
 (sampled actions, as in evaluation) and reports, per sketch step, how many episodes reach it,
-the ticks spent in it, and the items held when it stops.
+the ticks spent in it, and what holds when it stops: the items held (Craft), or the room the agent
+is in relative to the start room (Maze; ``(1, 0)``: one room right, ``(0, -1)``: one up), for the
+last step the room where the episode ended.
 
     python -m modrl.experiments.sketch_trace runs/Craft-v0__craft_sketch_fast__1__... --task "get[gold]"
 
@@ -36,8 +38,9 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     env = make_env(cfg.env, "cpu", num_envs=episodes, split="all")
-    if not hasattr(env, "inventory"):
-        raise ValueError(f"{cfg.env.id}: the trace reads the env's inventory (Craft only)")
+    maze = getattr(env, "WORLD", None) == "Maze"
+    if not (maze or hasattr(env, "inventory")):
+        raise ValueError(f"{cfg.env.id}: the trace reads Craft's inventory or Maze's rooms")
     if task not in env.task_names:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(env.task_names)}")
     agent = make_agent(cfg, env)
@@ -58,11 +61,20 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
     reached = torch.zeros(steps, dtype=torch.long)
     reached[0] = n
     ticks = torch.zeros(steps, dtype=torch.long)
-    held = torch.zeros(steps, env.inventory.shape[1], dtype=torch.long)  # items held when step k stops
+    if maze:
+        from collections import Counter
+
+        from modrl.envs.maze import ROOM
+
+        start_room = env.pos // ROOM
+        rooms = [Counter() for _ in range(steps)]  # room offsets where step k stops (or its episode ends)
+    else:
+        held = torch.zeros(steps, env.inventory.shape[1], dtype=torch.long)  # items held when step k stops
     success = torch.zeros(n, dtype=torch.bool)
     with seeded_sampling(seed, "cpu"):  # repeatable action sampling
         for _ in range(env.max_episode_steps + 1):
             before = env.pointer.clone()
+            pos = env.pos.clone() if maze else None  # where an ending episode is (its last STOP does not move)
             obs, reward, terminated, truncated, info = env.step(actor.act(obs))
             actor.observe(obs, reward, terminated, truncated, info)
             done = terminated | truncated
@@ -74,7 +86,11 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
                 if k + 1 < steps:
                     reached[k + 1] += int(left.sum())
                 ticks[k] += int(ticks_in[left | ended].sum())
-                held[k] += (env.inventory[left] > 0).sum(0)
+                if maze:
+                    where = torch.cat([env.pos[left] // ROOM - start_room[left], pos[ended] // ROOM - start_room[ended]])
+                    rooms[k].update(map(tuple, where.tolist()))
+                else:
+                    held[k] += (env.inventory[left] > 0).sum(0)
             ticks_in[advanced] = 0
             success |= alive & done & (reward > 0)
             alive &= ~done
@@ -84,11 +100,14 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
     rows = []
     for k, symbol in enumerate(sketch):
         m = max(int(reached[k]), 1)
-        stopped = int(reached[k + 1]) if k + 1 < steps else 0
-        items = {KINDS[i - 1]: round(float(held[k, i]) / stopped, 3) for i in range(1, held.shape[1])
-                 if stopped and held[k, i] >= 0.01 * stopped}  # the last step ends the episode: none
-        rows.append({"step": k, "module": symbol, "reached": round(int(reached[k]) / n, 3),
-                     "mean_ticks": round(float(ticks[k]) / m, 2), "held_after": items})
+        row = {"step": k, "module": symbol, "reached": round(int(reached[k]) / n, 3), "mean_ticks": round(float(ticks[k]) / m, 2)}
+        if maze:  # the three commonest rooms, as fractions of the episodes that reached the step
+            row["room_after"] = {f"({dx}, {dy})": round(c / m, 3) for (dx, dy), c in rooms[k].most_common(3)}
+        else:
+            stopped = int(reached[k + 1]) if k + 1 < steps else 0
+            row["held_after"] = {KINDS[i - 1]: round(float(held[k, i]) / stopped, 3) for i in range(1, held.shape[1])
+                                 if stopped and held[k, i] >= 0.01 * stopped}  # the last step ends the episode: none
+        rows.append(row)
     return {"run": str(run_dir), "task": task, "episodes": n, "success_rate": float(success.float().mean()), "steps": rows}
 
 
@@ -114,17 +133,20 @@ def no_op_steps(run_dir: str | Path, tasks=None, *, episodes: int = 500, max_tic
 
 
 def markdown(result: dict[str, Any]) -> str:
+    maze = "room_after" in result["steps"][0]
+    after = "room when it stops (from the start room)" if maze else "held when it stops"
     lines = [f"{result['task']}: {result['episodes']} episodes, success {result['success_rate']:.3f}", "",
-             "| step | module | reached | ticks in it | held when it stops |", "|---:|---|---:|---:|---|"]
+             f"| step | module | reached | ticks in it | {after} |", "|---:|---|---:|---:|---|"]
     for r in result["steps"]:
-        held = ", ".join(f"{k} {v:.2f}" for k, v in r["held_after"].items()) or "(episode ends)"
-        lines.append(f"| {r['step']} | {r['module']} | {r['reached']:.3f} | {r['mean_ticks']:.1f} | {held} |")
+        what = r["room_after"] if maze else r["held_after"]
+        shown = ", ".join(f"{k} {v:.2f}" for k, v in what.items()) or "(episode ends)"
+        lines.append(f"| {r['step']} | {r['module']} | {r['reached']:.3f} | {r['mean_ticks']:.1f} | {shown} |")
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("run", help="a Craft run directory")
+    parser.add_argument("run", help="a Craft or Maze run directory")
     parser.add_argument("--task", action="append", required=True, help="a task name, e.g. 'get[gold]' (repeatable)")
     parser.add_argument("--episodes", type=int, default=2000)
     parser.add_argument("--seed", type=int, default=5)
@@ -136,7 +158,7 @@ def main(argv: list[str] | None = None) -> None:
     for task in args.task:
         try:
             result = trace(args.run, task, episodes=args.episodes, seed=args.seed, checkpoint=args.checkpoint)
-        except (FileNotFoundError, ValueError) as e:  # no run, no checkpoint, unknown task, not Craft
+        except (FileNotFoundError, ValueError) as e:  # no run, no checkpoint, unknown task, not Craft or Maze
             parser.exit(2, f"sketch_trace: error: {e}\n")
         print(json.dumps(result) if args.json else markdown(result) + "\n")
 
