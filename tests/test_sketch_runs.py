@@ -142,6 +142,8 @@ def test_reproduction_script_batched_trains_runs_side_by_side_and_resumes(tmp_pa
     for row in summary["rows"]:
         assert row["episodes"] >= 32 and set(row["zero_shot_per_task"]) == {"make[bed]", "make[axe]"}
         assert set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
+    assert [r["adaptation_seed"] for r in summary["rows"]] == [3, 4]  # the runs' adaptations are seeded apart
+    assert sorted(p.name.split("__")[2] for p in (tmp_path / "runs").glob("Craft-v0__craft_adaptation__*")) == ["3", "4"]
     assert "2 runs, 32 episodes each" in capsys.readouterr().out
     reproduce([*args, "--episodes", "64"])  # a larger budget resumes the batched run; each run is saved again
     again = json.loads((tmp_path / "craft_sketch_batched_reproduction.json").read_text())["rows"]

@@ -18,8 +18,9 @@ name, e.g. ``craft_sketch_fast_reproduction.json``) and prints a Markdown table.
 of seeds, ``--num-envs`` or the config's envs per run; seeded with the first seed, so its runs are
 new draws, not the unbatched seeds' runs), using every core (``--threads``) for ops R times wider,
 then evaluates (and adapts) the runs ``--parallel`` at a time from their run directories
-(``<batched run>/run_<r>/``). Rows are labelled by run, ``seed`` being the batch's seed; the
-summary is ``<out>/<experiment>_batched_reproduction.json``.
+(``<batched run>/run_<r>/``). Rows are labelled by run, ``seed`` being the batch's seed; run r's
+adaptation is seeded with the r-th seed (``adaptation_seed``); the summary is
+``<out>/<experiment>_batched_reproduction.json``.
 """
 
 from __future__ import annotations
@@ -163,12 +164,13 @@ def evaluate_seed(job: dict, run: Path, state: dict) -> dict:
 
         row["no_op_steps"] = no_op_steps(run)
     if job["adaptation_episodes"]:
-        adapt_cfg = load_config(job["adaptation_config"], [*_common(job), f"agent.init_modules={run}",
+        adapt_job = {**job, "seed": job.get("adaptation_seed", seed)}  # a batched run's runs: a seed each
+        adapt_cfg = load_config(job["adaptation_config"], [*_common(adapt_job), f"agent.init_modules={run}",
                                                            f"agent.max_episodes={job['adaptation_episodes']}"])
         adapt_run, adapt_state = train_or_resume(adapt_cfg)
         adapted = evaluate_run(adapt_run, episodes=job["eval_episodes"], split="heldout")
         seconds = adapt_state.get("train_seconds")
-        row.update(adaptation=adapted["success_rate"], adaptation_run=str(adapt_run),
+        row.update(adaptation=adapted["success_rate"], adaptation_run=str(adapt_run), adaptation_seed=adapt_job["seed"],
                    adaptation_per_task={t: r["success_rate"] for t, r in adapted["per_task"].items()},
                    adaptation_episodes=int(adapt_state["agent"]["episodes"]),
                    adaptation_seconds=round(seconds, 1) if seconds else None)
@@ -217,7 +219,7 @@ def main(argv: list[str] | None = None) -> None:
         batched = train_batched(jobs[0], len(jobs))
         eval_threads = max(1, threads // max(1, args.parallel))
         jobs = [{**jobs[0], "threads": eval_threads, "run_dir": str(batched / f"run_{r}"), "batched_run": str(batched),
-                 "run_index": r} for r in range(len(jobs))]
+                 "run_index": r, "adaptation_seed": job["seed"]} for r, job in enumerate(jobs)]
         if args.parallel > 1:
             with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
                 rows = pool.map(evaluate_batched_run, jobs)
