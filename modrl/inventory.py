@@ -37,8 +37,8 @@ DENSE_MAX_MODULES = 16
 """Up to this many modules a CUDA device runs them all on every row (``dense``) where
 ``grouped_mm`` is unavailable; beyond, the per-segment loop — but only with gradients on (an
 update): without them (acting, evaluation) it is always ``dense``, since the per-segment loop reads
-the segment ends on the host, which a CUDA graph's captured acting pass cannot do (e.g. the 50
-modules of five Craft runs side by side, ``agent.num_runs``)."""
+the segment ends on the host, which a CUDA graph's captured acting pass cannot do (e.g. Craft's
+50 critic heads a run, or the 40 modules of five runs side by side, ``agent.num_runs``)."""
 
 
 def default_mode(device_type: str, grouped_mm: bool, num_modules: int, grad: bool) -> str:

@@ -252,11 +252,14 @@ def train(
     done_here = 0
     saved_at = -1
 
+    def train_seconds() -> float:  # summed over resumes
+        return seconds_before + time.perf_counter() - start_time
+
     def save() -> Path:
         nonlocal saved_at
         saved_at = agent.global_step
-        seconds = seconds_before + time.perf_counter() - start_time
-        return save_checkpoint(run_dir, agent.global_step, _checkpoint_state(cfg, agent, env, seconds), cfg.keep_checkpoints)
+        return save_checkpoint(run_dir, agent.global_step, _checkpoint_state(cfg, agent, env, train_seconds()),
+                               cfg.keep_checkpoints)
 
     try:
         with _StopRequest() as stop:
@@ -273,8 +276,8 @@ def train(
                 if agent.iteration % cfg.checkpoint_every == 0:
                     save()
                 while (milestone := agent.pop_milestone()) is not None:
-                    save_milestone(cfg, agent, env, run_dir, milestone, seconds_before + time.perf_counter() - start_time)
-                save_finished_runs(cfg, agent, run_dir, seconds_before + time.perf_counter() - start_time)
+                    save_milestone(cfg, agent, env, run_dir, milestone, train_seconds())
+                save_finished_runs(cfg, agent, run_dir, train_seconds())
                 if stop.requested or (max_iterations is not None and done_here >= max_iterations):
                     path = save() if saved_at != agent.global_step else latest_checkpoint(run_dir)
                     progress.close()
@@ -295,7 +298,7 @@ def train(
     progress.close()
     if getattr(agent, "num_runs", 1) > 1:  # runs that had not reached their budget by total_steps
         agent.end_runs()
-        save_finished_runs(cfg, agent, run_dir, seconds_before + time.perf_counter() - start_time)
+        save_finished_runs(cfg, agent, run_dir, train_seconds())
     if saved_at != agent.global_step:
         save()
     if cfg.eval_episodes > 0:

@@ -38,9 +38,10 @@ def trace(run_dir: str | Path, task: str, *, episodes: int = 2000, seed: int = 5
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     env = make_env(cfg.env, "cpu", num_envs=episodes, split="all")
-    maze = getattr(env, "WORLD", None) == "Maze"
-    if not (maze or hasattr(env, "inventory")):
+    world = getattr(env, "WORLD", None)
+    if world not in ("Craft", "Maze"):
         raise ValueError(f"{cfg.env.id}: the trace reads Craft's inventory or Maze's rooms")
+    maze = world == "Maze"
     if task not in env.task_names:
         raise ValueError(f"unknown task {task!r}; tasks: {', '.join(env.task_names)}")
     agent = make_agent(cfg, env)
