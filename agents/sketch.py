@@ -40,6 +40,7 @@ from modrl.metrics import ModularityMetrics
 from modrl.optim import ModuleAdam, RunAdam, inventory_param_groups
 from modrl.rollout import discounted_returns, generalized_advantages
 from modrl.routing import SketchRouter
+from modrl.sparse import SparseRows
 
 RELU_SCALE = 1.43
 """The original's weight-init factor (``models/net.py``): TF's uniform unit scaling, ±1.43·√(3/fan_in)."""
@@ -136,11 +137,13 @@ class SketchConfig:
     (env steps and progress are counted over the batch). When run r reaches ``max_episodes`` the trainer writes it
     to ``<run dir>/run_<r>/`` as an ordinary run directory (``modrl eval`` it there)."""
     sparse_features: bool = False
-    """Not in the paper; speed only. With continuing rollouts on the CPU (eager, not with
-    ``rollout_graph``; ignored elsewhere), the acting pass computes the modules' first layer from
-    each observation's non-zero features (Craft: ~29 of 1,076) instead of a dense matmul
-    (``StackedMLP.sparse_input``): the same policy up to float rounding, so runs are other draws
-    than without it. Reads each tick's non-zero count on the host."""
+    """Not in the paper; speed only. On the CPU, with continuing rollouts and the REINFORCE update
+    of the modular agent (eager, not with ``rollout_graph``; ignored elsewhere), each tick's observations
+    are kept as their non-zero features (Craft: ~29 of 1,076; ``modrl.sparse.SparseRows``), and the
+    modules' and critics' first layers run on those alone, acting and in the update (forward and
+    weight gradient), instead of dense matmuls over the whole rows: the same policy and gradients
+    up to float rounding, so runs are other draws than without it. Reads each tick's non-zero
+    count on the host. (Before session 23 it covered the acting pass's modules only.)"""
     rollout_graph: Literal["eager", "cuda", "emulate"] = "eager"
     """With ``rollout_steps``: ``eager`` runs the ticks as Python code; ``cuda`` captures them in a
     CUDA graph after one eager update and replays it at every later update (``modrl/graphs.py``;
@@ -227,8 +230,10 @@ class PolicySketches(OnPolicyAlgorithm):
                 torch.nn.init.zeros_(p)
             self.policy["router"] = router
             self.policy["router_critic"] = ValueHeads(self.num_tasks, features)
-        # (it reads each observation's non-zero count on the host: not inside a captured rollout)
-        self.policy["subpolicies"].net.sparse_input = cfg.sparse_features and cfg.rollout_graph == "eager"
+        # (it reads each observation's non-zero count on the host: not inside a captured rollout; on a GPU
+        # the dense matmuls are cheap and the sparse path is unmeasured)
+        self.sparse = (cfg.sparse_features and dev.type == "cpu" and cfg.rollout_graph == "eager" and cfg.rollout_steps > 0
+                       and cfg.update == "reinforce" and not self.joint)
         if cfg.init_modules:
             self._load_modules(cfg.init_modules)
             self.policy["subpolicies"].requires_grad_(cfg.finetune_modules)
@@ -560,12 +565,13 @@ class PolicySketches(OnPolicyAlgorithm):
         return buf
 
     @torch.no_grad()
-    def _ticks(self) -> dict[str, torch.Tensor]:
-        """The continuing rollout's ticks: tensor code only, no host read (what a CUDA graph replays)."""
+    def _ticks(self) -> dict[str, Any]:
+        """The continuing rollout's ticks: tensor code only, no host read (what a CUDA graph replays;
+        ``sparse_features`` reads each tick's non-zero count, and keeps the ticks' observations as
+        ``buf["obs_rows"]``, a list of :class:`SparseRows`, instead of ``buf["obs"]``)."""
         env, n, T, dev = self.env, self.env.num_envs, self.cfg.rollout_steps, self.device
         router, ctrl, obs = self.router, self.controller, self.obs
         buf = {
-            "obs": torch.empty(T, n, obs.shape[1], device=dev),
             "critic": torch.zeros(T, n, dtype=torch.long, device=dev),
             "module": torch.zeros(T, n, dtype=torch.long, device=dev),
             "action": torch.zeros(T, n, dtype=torch.long, device=dev),
@@ -576,21 +582,31 @@ class PolicySketches(OnPolicyAlgorithm):
         }
         # the REINFORCE update runs the modules on these very rows with these very parameters: the
         # first layer's product computed here to act is kept for it (StackedMLP.forward_keeping_product)
-        keep = self.cfg.update == "reinforce" and self.policy["subpolicies"].net.keeps_product(obs)  # by device and dtype
+        keep = (not self.sparse and self.cfg.update == "reinforce"
+                and self.policy["subpolicies"].net.keeps_product(obs))  # by device and dtype
         if keep:
             buf["product"] = torch.empty(T, n, self.cfg.hidden_size, device=dev)
+        if self.sparse:
+            buf["obs_rows"] = []
+        else:
+            buf["obs"] = torch.empty(T, n, obs.shape[1], device=dev)
         for t in range(T):
             task = router.task
             need = ctrl.decide(router.route().choice)
             self.metrics.record_decisions(task, ctrl.active, need)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
             module = self._module_index(ctrl.active)
-            if keep:
+            if self.sparse:
+                buf["obs_rows"].append(SparseRows.of(obs))
+                log_probs = self._log_probs(buf["obs_rows"][-1], module, task)
+            elif keep:
                 log_probs, buf["product"][t] = self._log_probs_keeping_product(obs, module, task)
             else:
                 log_probs = self._log_probs(obs, module, task)
             action = self._sample(log_probs, forced)
-            buf["obs"][t], buf["module"][t], buf["action"][t], buf["task"][t] = obs, module, action, task
+            if not self.sparse:
+                buf["obs"][t] = obs
+            buf["module"][t], buf["action"][t], buf["task"][t] = module, action, task
             buf["critic"][t] = self._critic_index(task, router.pointer)
             buf["trainable"][t] = ~forced
             obs, reward, terminated, truncated, info = env.step(action)
@@ -621,30 +637,35 @@ class PolicySketches(OnPolicyAlgorithm):
         T = buf["length"]
         rewards, ended, next_value = buf["reward"][:T], buf["ended"], buf["next_value"]  # γ per tick, STOP ticks included
         tasks = buf["task"].flatten()
-        all_obs = buf["obs"][:T].flatten(0, 1)
+        sparse = "obs_rows" in buf  # sparse_features: the ticks' observations as their non-zero entries
+        all_obs = SparseRows.cat(buf["obs_rows"]) if sparse else buf["obs"][:T].flatten(0, 1)
         critic = buf["critic"][:T].flatten()
         modules = buf["module"][:T].flatten()
         # The wide observation rows are gathered once per network, already in the order its
         # inventory groups them (a copy of every tick's 1076 features dominated the update):
         # the critic reads the ticks of running episodes by head, the policy the trainable ticks
         # by module. The episodic rollout also steps envs whose episode has ended: not read.
+        # Sparse rows are not gathered for the critic: their first layer is read off the entries.
         live = buf["alive"][:T].flatten() if "alive" in buf else torch.ones_like(critic, dtype=torch.bool)
-        live_rows = rows_by_module(torch.nonzero(live).squeeze(-1), critic)
-        live_head = critic.index_select(0, live_rows)
         with torch.set_grad_enabled(cfg.update == "reinforce"):  # PPO re-evaluates the critic per minibatch
-            value_live = self.policy["critics"](all_obs.index_select(0, live_rows), live_head,
-                                                Grouping.presorted(live_head, self.policy["critics"].num_heads))
+            if sparse:  # continuing rollouts: every tick is live
+                value_all = self.policy["critics"](all_obs, critic)
+            else:
+                live_rows = rows_by_module(torch.nonzero(live).squeeze(-1), critic)
+                live_head = critic.index_select(0, live_rows)
+                value_live = self.policy["critics"](all_obs.index_select(0, live_rows), live_head,
+                                                    Grouping.presorted(live_head, self.policy["critics"].num_heads))
+                value_all = torch.zeros(critic.numel(), device=self.device).index_copy(0, live_rows, value_live)
         idx = rows_by_module(torch.nonzero(buf["trainable"][:T].flatten()).squeeze(-1), modules)
-        where_live = torch.full_like(critic, -1).index_copy_(0, live_rows, torch.arange(live_rows.numel(), device=self.device))
-        value = value_live.index_select(0, where_live.index_select(0, idx))  # trainable ticks are live
+        value = value_all.index_select(0, idx)  # trainable ticks are live
         if cfg.advantage == "mc":  # the original: Monte-Carlo return to go − critic
             returns = discounted_returns(rewards, ended, next_value, cfg.gamma)
             advantage = None
-        else:  # GAE over every tick (forced STOPs included), then only trainable ticks are used
-            values = torch.zeros(critic.numel(), device=self.device).index_copy_(0, live_rows, value_live.detach()).view(T, -1)
-            advantages, returns = generalized_advantages(rewards, values, ended, next_value, cfg.gamma, cfg.gae_lambda)
+        else:  # GAE over every tick (forced STOPs included; not live: 0), then only trainable ticks are used
+            advantages, returns = generalized_advantages(rewards, value_all.detach().view(T, -1), ended, next_value,
+                                                         cfg.gamma, cfg.gae_lambda)
             advantage = advantages.flatten().index_select(0, idx)
-        obs = all_obs.index_select(0, idx)
+        obs = all_obs.select(idx) if sparse else all_obs.index_select(0, idx)
         product = buf["product"][:T].flatten(0, 1).index_select(0, idx) if "product" in buf else None
         module = modules.index_select(0, idx)
         grouping = Grouping.presorted(torch.zeros_like(module) if self.joint else module,  # joint: one policy

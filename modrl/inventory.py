@@ -11,6 +11,10 @@ row's own output (``dense``: M× the arithmetic, but static shapes and no host r
 captured in a CUDA graph; M ≤ 16), and otherwise a loop over the M contiguous segments of the
 sorted batch (it reads the segment ends on the host) is the fallback.
 
+Mostly-zero inputs (Craft's observation) can come as their non-zero entries
+(:class:`modrl.sparse.SparseRows`): the first layer is then computed from those alone, forward and
+backward.
+
 An on-policy update that runs the modules on the very rows they acted on, with the same
 parameters, can reuse the acting pass's first-layer product (:meth:`StackedMLP.forward_keeping_product`,
 then ``forward(..., product=)``): the update skips its widest matmul, and its gradients are those
@@ -30,6 +34,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from modrl.networks import ACTIVATIONS
+from modrl.sparse import SparseRows, sparse_rows_matmul
 
 
 MODES = ("grouped", "segments", "dense")
@@ -216,11 +221,6 @@ class StackedMLP(nn.Module):
             self.biases.append(nn.Parameter(torch.zeros(num_modules, fan_out)))
         self.register_buffer("frozen", torch.zeros(num_modules, dtype=torch.bool))
         self._snapshots: list[torch.Tensor] | None = None
-        self.sparse_input = False
-        """Inputs are mostly zeros (Craft's features: ~29 of 1,076): without gradients, on the CPU,
-        :meth:`forward_keeping_product` computes the first layer from each row's non-zero entries
-        (one ``embedding_bag`` over the rows of the stacked weight) instead of a ``grouped_mm`` of
-        the whole rows. The same product up to float rounding (another summation order)."""
         self.reset_parameters()
 
     def reset_parameters(self, modules: slice | None = None, unit_scaling: float | None = None) -> None:
@@ -259,7 +259,8 @@ class StackedMLP(nn.Module):
         params: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
         product: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``x``: [B, in_dim]; ``index``: [B] module of each row in [0, M); returns [B, out_dim].
+        """``x``: [B, in_dim], or such rows as their non-zero entries (:class:`modrl.sparse.SparseRows`:
+        the first layer from those alone); ``index``: [B] module of each row in [0, M); returns [B, out_dim].
 
         ``params`` replaces the stored parameters by another stack of the same layer shapes
         (e.g. per-task averages of module parameters, with ``index`` the task; see
@@ -284,18 +285,32 @@ class StackedMLP(nn.Module):
         """A first-layer product exists only as one unpadded ``grouped_mm``."""
         return mode == "grouped" and _padding(self.dims[0], self.dims[1], dtype) == (0, 0)
 
-    def _sparse_product(self, x: torch.Tensor, index: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-        """``x[i] @ w[index[i]]`` from the non-zero entries of each row (see ``sparse_input``)."""
-        rows, cols = x.nonzero(as_tuple=True)  # row-major: each row's entries are contiguous
-        flat = index.index_select(0, rows) * w.shape[1] + cols  # a row of W₀ viewed as [M · in, out]
-        starts = torch.searchsorted(rows, torch.arange(x.shape[0], device=x.device))
-        return F.embedding_bag(flat, w.reshape(-1, w.shape[2]), starts, mode="sum", per_sample_weights=x[rows, cols])
-
     def _forward(self, x, index, grouping, params, product, keep: bool = False):
+        if isinstance(x, SparseRows):
+            return self._forward_sparse(x, index, grouping, params, product, keep), None
         if x.dim() != 2 or x.shape[1] != self.dims[0]:
             raise ValueError(f"inventory input must have shape [B, {self.dims[0]}], got {tuple(x.shape)}")
         if index.shape != x.shape[:1]:
             raise ValueError(f"index must have shape [{x.shape[0]}], got {tuple(index.shape)}")
+        return self._layers(x, index, grouping, params, product, keep, start=0)
+
+    def _forward_sparse(self, x: SparseRows, index, grouping, params, product, keep):
+        """The first layer from the rows' non-zero entries (:func:`modrl.sparse.sparse_rows_matmul`),
+        the others as for dense rows."""
+        if x.num_cols != self.dims[0] or index.shape != (x.num_rows,):
+            raise ValueError(f"inventory input must be {x.num_rows} rows of width {self.dims[0]} with an index of "
+                             f"shape [{x.num_rows}]; got width {x.num_cols} and index {tuple(index.shape)}")
+        if params is not None or product is not None or keep:
+            raise ValueError("sparse rows take neither params nor product")
+        index = index.long()
+        w, b = self._effective(0)
+        h = sparse_rows_matmul(x, index, w) + b.index_select(0, index)
+        if len(self.weights) > 1 or self.final_activation:
+            h = self.activation(h)
+        return h if len(self.weights) == 1 else self._layers(h, index, grouping, None, None, False, start=1)[0]
+
+    def _layers(self, x, index, grouping, params, product, keep, start: int):
+        """Layers ``start`` … of the forward on dense rows ``x``; returns (output, kept product)."""
         groups = params[0][0].shape[0] if params is not None else self.num_modules
         last = len(self.weights) - 1
         mode = self._mode(x)
@@ -303,7 +318,7 @@ class StackedMLP(nn.Module):
             if product is not None:
                 raise ValueError("product needs the grouped mode (keeps_product(x) is False here)")
             h, index = x, index.long()
-            for layer in range(len(self.weights)):
+            for layer in range(start, len(self.weights)):
                 w, b = params[layer] if params is not None else self._effective(layer)
                 fan_in, fan_out = w.shape[1], w.shape[2]
                 every = (h @ w.permute(1, 0, 2).reshape(fan_in, groups * fan_out)).view(-1, groups, fan_out)
@@ -313,9 +328,7 @@ class StackedMLP(nn.Module):
             return h, None
         g = grouping or Grouping.of(index, groups)
         use_grouped, keepable = mode == "grouped", self._keeps_product(mode, x.dtype)
-        keep = keep and keepable
-        # sparse_input: the acting pass's first layer from the rows' non-zero entries (whole rows never gathered)
-        sparse = keep and self.sparse_input and params is None and x.device.type == "cpu" and not torch.is_grad_enabled()
+        keep = keep and keepable and start == 0
         if product is not None:
             if params is not None:
                 raise ValueError("product was computed with the stored parameters; it cannot be used with params")
@@ -323,16 +336,12 @@ class StackedMLP(nn.Module):
                 raise ValueError(f"product must be [{x.shape[0]}, {self.dims[1]}] from forward_keeping_product "
                                  f"(got {tuple(product.shape)}, mode {mode})")
             product = g.sort(product)
-        h, kept = (None if sparse else g.sort(x)), None
-        for layer in range(len(self.weights)):
+        h, kept = g.sort(x), None
+        for layer in range(start, len(self.weights)):
             w, b = params[layer] if params is not None else self._effective(layer)
             if layer == 0 and keep:  # the first layer's product, kept in x's row order
-                if sparse:
-                    kept = self._sparse_product(x, index, w)
-                    first = g.sort(kept)
-                else:
-                    first = grouped_linear(h, w, None, g, use_grouped)
-                    kept = g.unsort(first)
+                first = grouped_linear(h, w, None, g, use_grouped)
+                kept = g.unsort(first)
                 h = first + b.index_select(0, g.sorted_index)
             else:
                 h = grouped_linear(h, w, b, g, use_grouped, product if layer == 0 else None)

@@ -85,7 +85,7 @@ def test_a_cuda_graph_needs_a_cuda_device():
 def _agent(graph: str, **overrides):
     extra = [f"{k if k.startswith('env.') else 'agent.' + k}={v}" for k, v in overrides.items()]
     cfg = load_config(CONFIG, ["env.num_envs=32", "env.kwargs.static_shapes=true", "agent.rollout_steps=4",
-                               f"agent.rollout_graph={graph}", *extra])
+                               f"agent.rollout_graph={graph}", "agent.sparse_features=false", *extra])  # eager only
     seed_everything(1)
     agent = make_agent(cfg, make_env(cfg.env, "cpu"))
     for net in (agent.policy["subpolicies"].net, agent.policy["critics"].net):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from modrl.inventory import DENSE_MAX_MODULES, Grouping, PolicyInventory, StackedMLP, ValueHeads, default_mode, rows_by_module
+from modrl.sparse import SparseRows
 
 
 def _grads(out, inputs, seed=0):
@@ -92,11 +93,12 @@ def test_a_kept_first_layer_product_gives_the_same_outputs_and_gradients(frozen)
 
 
 @pytest.mark.parametrize("frozen", [False, True])
-def test_the_sparse_input_product_is_the_dense_one(frozen):
-    # sparse_input: the acting pass's first layer from each row's non-zero entries (embedding_bag);
-    # rows with no non-zero entry (first, middle, last) give the bias alone
+@pytest.mark.parametrize("num_layers", [1, 2])
+def test_sparse_rows_give_the_dense_forward_and_gradients(frozen, num_layers):
+    # rows as their non-zero entries (modrl.sparse): the first layer from those alone, forward and
+    # backward; rows with no non-zero entry (first, middle, last) give the bias alone
     torch.manual_seed(0)
-    inv = StackedMLP(5, 40, 6, hidden=16, num_layers=2, mode="grouped")
+    inv = StackedMLP(5, 40, 6, hidden=16, num_layers=num_layers, mode="grouped")
     if frozen:
         inv.freeze([1])
         with torch.no_grad():
@@ -104,15 +106,18 @@ def test_the_sparse_input_product_is_the_dense_one(frozen):
     x = (torch.rand(60, 40) < 0.1) * torch.randint(1, 4, (60, 40)).float()
     x[[0, 30, 59]] = 0
     module = torch.randint(0, 5, (60,))
-    with torch.no_grad():
-        dense = inv.forward_keeping_product(x, module)
-        inv.sparse_input = True
-        sparse = inv.forward_keeping_product(x, module)
-    for a, b in zip(dense, sparse):
-        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
-    assert not torch.equal(sparse[0], inv(x, (module + 1) % 5))  # each row's own module
-    with torch.enable_grad():  # with gradients: the grouped_mm path (the update's backward is grouped_mm's)
-        torch.testing.assert_close(inv.forward_keeping_product(x, module)[1], dense[1], rtol=0, atol=0)
+    g = torch.randn(60, 6)
+    grads = []
+    for rows in (x, SparseRows.of(x)):
+        inv.zero_grad(set_to_none=True)
+        out = inv(rows, module)
+        out.backward(g)
+        grads.append([out.detach()] + [p.grad.clone() for p in inv.parameters()])
+    for a, b in zip(*grads):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-5)
+    if frozen:
+        assert grads[1][1][1].abs().max() == 0  # a frozen module's weight takes no gradient
+    assert not torch.equal(grads[1][0], inv(x, (module + 1) % 5).detach())  # each row's own module
 
 
 def test_a_product_is_kept_only_where_the_first_layer_is_one_grouped_mm():

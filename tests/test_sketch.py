@@ -93,6 +93,31 @@ def test_the_update_reuses_the_acting_passs_first_layer_product(modules, monkeyp
     assert "product" not in make(rollout_steps=6, update="ppo")._rollout_continuing()  # PPO's epochs change W0
 
 
+@pytest.mark.parametrize("runs", [1, 2])
+def test_sparse_features_give_the_dense_update(runs):
+    # sparse_features: the ticks' observations kept as their non-zero entries, the modules' and the
+    # critics' first layers computed from those, acting and in the update; the same rollout (same
+    # seed: the policies differ by float rounding only) must give the dense update's gradients
+    def grads(sparse: bool):
+        torch.manual_seed(3)
+        env = CraftVectorEnv(16, split="train", task_groups=runs)
+        cfg = SketchConfig(rollout_steps=6, critic="task_step", advantage="gae", grad_scaling="none", num_runs=runs,
+                           sparse_features=sparse)
+        agent = PolicySketches(cfg, env, total_steps=10**9)
+        agent.start(0)
+        agent.train_iteration()
+        return agent, {k: p.grad.clone() for k, p in agent.policy.named_parameters()}
+
+    agent, sparse = grads(True)
+    buf = agent._rollout_continuing()
+    assert "obs" not in buf and "product" not in buf and len(buf["obs_rows"]) == 6
+    _, dense = grads(False)
+    assert sparse.keys() == dense.keys()
+    for k in dense:
+        torch.testing.assert_close(sparse[k], dense[k], rtol=1e-4, atol=1e-6, msg=k)
+        assert dense[k].abs().sum() > 0, k
+
+
 def test_continuing_rollouts_need_sketch_routing():
     env = CraftVectorEnv(4, split="train", terminate_action=True)
     with pytest.raises(ValueError, match="rollout_steps"):

@@ -14,6 +14,7 @@ import torch
 from modrl.agents.sketch import PolicySketches, SketchConfig
 from modrl.envs.craft import TASKS, CraftVectorEnv
 from modrl.optim import RunAdam
+from modrl.sparse import SparseRows
 
 CONFIGS = Path(__file__).resolve().parent.parent / "configs"
 BATCHED = dict(rollout_steps=6, optimizer="adam", grad_scaling="norm", advantage="gae", critic="task_step",
@@ -33,13 +34,22 @@ def run_slices(agent, run):
             for k, v in agent.policy.state_dict().items()}
 
 
-def test_a_runs_update_depends_on_its_own_rows_only(monkeypatch):
-    agent = make()
+@pytest.mark.parametrize("sparse", [False, True])
+def test_a_runs_update_depends_on_its_own_rows_only(monkeypatch, sparse):
+    agent = make(sparse_features=sparse)
     agent.train_iteration()  # optimiser state, entropy coefficients: past the first step
     buf = agent._ticks()
     other = agent.run_of_row == 1
     changed = {**buf, "reward": torch.where(other, 1.0 - buf["reward"], buf["reward"]),
                "action": torch.where(other, (buf["action"] + 1) % 6, buf["action"])}
+    # and run 1's observations: other features (with sparse features, another number of entries)
+    if sparse:
+        assert "obs" not in buf
+        changed["obs_rows"] = [SparseRows.of(torch.where(other[:, None], x.to_dense() + x.to_dense().roll(1, 1), x.to_dense()))
+                               for x in buf["obs_rows"]]
+        assert sum(x.val.numel() for x in changed["obs_rows"]) != sum(x.val.numel() for x in buf["obs_rows"])
+    else:
+        changed["obs"] = torch.where(other[:, None], buf["obs"] + buf["obs"].roll(1, 2), buf["obs"])
     after = []
     for b in (buf, changed):
         twin = copy.deepcopy(agent)
