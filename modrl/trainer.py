@@ -134,9 +134,10 @@ def _one_run(cfg: RunConfig, agent: OnPolicyAlgorithm, run_dir: Path, run: int, 
     single["env"]["num_envs"] = cfg.env.num_envs // runs
     single["env"]["kwargs"] = {k: v for k, v in single["env"]["kwargs"].items() if k != "task_groups"}
     sub = run_dir / f"run_{run}"
-    if not (sub / "config.yaml").is_file():
-        sub.mkdir(exist_ok=True)
-        save_text_atomic(sub / "config.yaml", yaml.safe_dump(single, sort_keys=False))
+    sub.mkdir(exist_ok=True)
+    # written each time: a resume may have raised the budget since (the checkpoint's config says the same)
+    save_text_atomic(sub / "config.yaml", yaml.safe_dump(single, sort_keys=False))
+    if not (sub / "command.txt").is_file():
         (sub / "command.txt").write_text(f"# run {run} of the {runs} runs trained side by side in {run_dir}\n"
                                           + (run_dir / "command.txt").read_text())
     state = agent.run_state_dict(run)

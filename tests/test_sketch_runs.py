@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from modrl.agents.sketch import PolicySketches, SketchConfig
 from modrl.envs.craft import TASKS, CraftVectorEnv
@@ -159,6 +160,9 @@ def test_reproduction_script_batched_trains_runs_side_by_side_and_resumes(tmp_pa
     again = json.loads((tmp_path / "craft_sketch_batched_reproduction.json").read_text())["rows"]
     assert {r["batched_run"] for r in again} == {batched} and all(r["episodes"] >= 64 for r in again)
     assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch__3__*"))) == 1
+    configs = sorted((tmp_path / "runs").glob("Craft-v0__craft_sketch__3__*/run_*/config.yaml"))
+    assert len(configs) == 2  # and each says the budget it was saved at, as its checkpoint does
+    assert all(yaml.safe_load(c.read_text())["agent"]["max_episodes"] == 64 for c in configs)
 
 
 def test_the_budgets_are_per_run():
