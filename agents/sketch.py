@@ -646,11 +646,11 @@ class PolicySketches(OnPolicyAlgorithm):
         # the critic reads the ticks of running episodes by head, the policy the trainable ticks
         # by module. The episodic rollout also steps envs whose episode has ended: not read.
         # Sparse rows are not gathered for the critic: their first layer is read off the entries.
-        live = buf["alive"][:T].flatten() if "alive" in buf else torch.ones_like(critic, dtype=torch.bool)
         with torch.set_grad_enabled(cfg.update == "reinforce"):  # PPO re-evaluates the critic per minibatch
             if sparse:  # continuing rollouts: every tick is live
                 value_all = self.policy["critics"](all_obs, critic)
             else:
+                live = buf["alive"][:T].flatten() if "alive" in buf else torch.ones_like(critic, dtype=torch.bool)
                 live_rows = rows_by_module(torch.nonzero(live).squeeze(-1), critic)
                 live_head = critic.index_select(0, live_rows)
                 value_live = self.policy["critics"](all_obs.index_select(0, live_rows), live_head,

@@ -72,16 +72,18 @@ class SparseRows:
     def device(self) -> torch.device:
         return self.val.device
 
+    def _counts_and_offsets(self) -> tuple[torch.Tensor, torch.Tensor]:
+        counts = torch.bincount(self.row, minlength=self.num_rows).to(torch.int32)
+        return counts, torch.cumsum(counts, 0, dtype=torch.int32) - counts
+
     def offsets(self) -> torch.Tensor:
-        """The position of each row's first entry ([num_rows]; a row without entries: the next's)."""
-        return torch.searchsorted(self.row, torch.arange(self.num_rows, dtype=torch.int32, device=self.row.device),
-                                  out_int32=True)
+        """The position of each row's first entry ([num_rows], int32; a row without entries: the next's)."""
+        return self._counts_and_offsets()[1]
 
     def select(self, rows: torch.Tensor) -> SparseRows:
         """The rows ``rows`` (any order, repeats allowed), renumbered 0 … len(rows) − 1."""
         dev = self.row.device
-        counts = torch.bincount(self.row, minlength=self.num_rows).to(torch.int32)
-        starts = torch.cumsum(counts, 0, dtype=torch.int32) - counts
+        counts, starts = self._counts_and_offsets()
         count, start = counts.index_select(0, rows), starts.index_select(0, rows)
         new_row = torch.repeat_interleave(torch.arange(rows.numel(), dtype=torch.int32, device=dev), count)
         shift = start - (torch.cumsum(count, 0, dtype=torch.int32) - count)  # old − new position of a row's entries
