@@ -14,6 +14,7 @@ import json
 import shlex
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import torch
@@ -21,6 +22,7 @@ import torch
 from modrl.algorithm import NonFiniteLossError
 from modrl.checkpoint import CheckpointError
 from modrl.config import RESUME_KEYS, ConfigError
+from modrl.trainer import TrainingStopped
 from modrl.vec import EnvError
 
 
@@ -158,11 +160,28 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+#: bad input — a config, a checkpoint, an action, a missing file — reported in one line naming it
+USER_ERRORS = (ConfigError, CheckpointError, EnvError, FileNotFoundError, ValueError)
+
+
+@contextmanager
+def user_errors(prog: str):
+    """For the experiment scripts: a ``USER_ERRORS`` exception becomes ``PROG: error: …`` and exit status 2,
+    as in ``modrl``, instead of a traceback."""
+    try:
+        yield
+    except USER_ERRORS as e:
+        print(f"{prog}: error: {e}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.fn(args)
-    except (ConfigError, CheckpointError, EnvError, FileNotFoundError, ValueError) as e:
+    except TrainingStopped as e:  # a checkpoint was saved; the trainer said how to continue
+        return e.code
+    except USER_ERRORS as e:
         print(f"modrl: error: {e}", file=sys.stderr)
         return 2
     except NonFiniteLossError as e:

@@ -1,5 +1,5 @@
 """The training run: config → env + algorithm → iterations, with TensorBoard logs, atomic
-checkpoints, exact resume, Ctrl-C handling and a stop on non-finite losses.
+checkpoints, exact resume, a checkpointed stop on Ctrl-C or SIGTERM, and a stop on non-finite losses.
 
 Run directory ``<run_root>/<env>__<experiment>__<seed>__<unix time>/``:
 ``config.yaml`` (resolved), ``command.txt``, TensorBoard events, ``checkpoints/step_<N>.pt`` (the
@@ -84,29 +84,56 @@ def check_device(device: str) -> None:
         raise ConfigError(f"config key 'device': {device!r} requested but CUDA is not available on this machine")
 
 
+class TrainingStopped(SystemExit):
+    """Training was stopped by a signal before its budget, after saving a checkpoint (``train``).
+
+    A ``SystemExit`` with the shell's code for that signal (130 for SIGINT, 143 for SIGTERM), so a
+    script that trains and then evaluates stops there instead of evaluating an unfinished run; the
+    run continues with ``modrl train --resume``. It pickles with its fields, so it crosses a process
+    pool."""
+
+    def __init__(self, code: int, run_dir: str = "", checkpoint: str = ""):
+        super().__init__(code)
+        self.run_dir, self.checkpoint = run_dir, checkpoint
+
+
 class _StopRequest:
-    """First Ctrl-C: finish the current iteration, save, exit. Second Ctrl-C: stop at once."""
+    """A stop request from a signal: finish the current iteration, save, stop (``TrainingStopped``).
+
+    SIGINT (Ctrl-C) and SIGTERM (``timeout``, a batch scheduler's pre-emption, ``kill``) both ask
+    for it; a second Ctrl-C stops at once (``KeyboardInterrupt``, no checkpoint). A repeated SIGTERM
+    changes nothing: the first one's checkpoint is on its way."""
+
+    SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
     def __init__(self):
-        self.requested = False
-        self._previous = None
+        self.signum: int | None = None
+        self._previous: dict[int, Any] = {}
+
+    @property
+    def requested(self) -> bool:
+        return self.signum is not None
 
     def __enter__(self):
         try:
-            self._previous = signal.signal(signal.SIGINT, self._handle)
+            self._previous = {s: signal.signal(s, self._handle) for s in self.SIGNALS}
         except ValueError:  # not in the main thread
-            self._previous = None
+            self._previous = {}
         return self
 
     def _handle(self, signum, frame):
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-        print("\nmodrl: Ctrl-C — saving a checkpoint after this iteration (Ctrl-C again to abort)", file=sys.stderr)
+            if signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            return
+        self.signum = signum
+        how = "Ctrl-C" if signum == signal.SIGINT else signal.Signals(signum).name
+        again = "Ctrl-C again" if signum == signal.SIGINT else "Ctrl-C"
+        print(f"\nmodrl: {how} — saving a checkpoint after this iteration ({again} to abort)", file=sys.stderr)
 
     def __exit__(self, *exc):
-        if self._previous is not None:
-            signal.signal(signal.SIGINT, self._previous)
+        for s, previous in self._previous.items():
+            signal.signal(s, previous)
         return False
 
 
@@ -184,8 +211,9 @@ def train(
 ) -> Path:
     """Train from ``cfg`` in a new run directory, or continue the run in ``resume``; return the run dir.
 
-    ``max_iterations`` stops after that many iterations of this call (a checkpoint is saved), as
-    an interrupted run would; used by tests of resume. ``budget``: ``key=value`` overrides of the
+    ``max_iterations`` stops after that many iterations of this call (a checkpoint is saved) and
+    returns, as an interrupted run would; used by tests of resume. A Ctrl-C or SIGTERM saves a
+    checkpoint after the current iteration and raises :class:`TrainingStopped`. ``budget``: ``key=value`` overrides of the
     resumed run's budget (``RESUME_KEYS``), written back to its ``config.yaml``.
     """
     ckpt = None
@@ -284,6 +312,8 @@ def train(
                     progress.close()
                     print(f"modrl: stopped at env step {agent.global_step:,}; checkpoint {path}", file=sys.stderr)
                     print(f"modrl: continue with: modrl train --resume {run_dir}", file=sys.stderr)
+                    if stop.requested:
+                        raise TrainingStopped(128 + stop.signum, str(run_dir), str(path))
                     return run_dir
     except NonFiniteLossError as e:
         progress.close()

@@ -471,6 +471,55 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     assert other["run"] != row["run"]
 
 
+def test_reproduction_script_names_a_bad_override(tmp_path, capsys):
+    from modrl.experiments.sketch_reproduction import main as reproduce
+
+    with pytest.raises(SystemExit) as stop:
+        reproduce(["--set", "agent.lerning_rate=1e-3", "--run-root", str(tmp_path), "--out", str(tmp_path)])
+    assert stop.value.code == 2
+    assert "sketch_reproduction: error: unknown config key 'agent.lerning_rate'" in capsys.readouterr().err
+
+
+def test_reproduction_script_stops_its_workers_with_checkpoints(tmp_path):
+    """A SIGTERM to the reproduction alone (as ``kill`` sends it) reaches its training workers: each
+    saves a checkpoint, the script exits 143 without evaluating, and the same command continues them."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    from modrl.checkpoint import latest_checkpoint, load_checkpoint
+
+    args = [sys.executable, "-m", "modrl.experiments.sketch_reproduction", "--seeds", "3", "4", "--parallel", "2",
+            "--eval-episodes", "16", "--num-envs", "16", "--progress-every", "0.2", "--run-root", str(tmp_path / "runs"),
+            "--out", str(tmp_path)]
+    proc = subprocess.Popen([*args, "--episodes", "100000000"], stderr=subprocess.PIPE, text=True,
+                            env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    try:
+        seen, deadline = set(), time.time() + 120
+        for line in proc.stderr:  # each worker's plain progress lines name its run
+            seen |= {seed for seed in ("3", "4") if f"craft_sketch__{seed}__" in line and "episodes" in line}
+            if seen == {"3", "4"} or time.time() > deadline:
+                break
+        proc.send_signal(signal.SIGTERM)
+        _, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 143, err
+    assert "stopped by SIGTERM" in err and "run the same command again" in err
+    assert not (tmp_path / "craft_sketch_reproduction.json").exists()  # nothing evaluated
+    runs = sorted((tmp_path / "runs").glob("Craft-v0__craft_sketch__*"))
+    assert [r.name.split("__")[2] for r in runs] == ["3", "4"]
+    done = [load_checkpoint(latest_checkpoint(r))["agent"]["episodes"] for r in runs]
+    assert all(d > 0 for d in done)
+    # the same command with a budget they have reached evaluates those runs, nothing trained anew
+    subprocess.run([*args, "--episodes", str(min(done))], check=True, capture_output=True, timeout=300)
+    rows = json.loads((tmp_path / "craft_sketch_reproduction.json").read_text())["rows"]
+    assert sorted(r["run"] for r in rows) == [str(r) for r in runs]
+    assert len(list((tmp_path / "runs").glob("Craft-v0__craft_sketch__*"))) == 2
+
+
 def test_final_evaluation_covers_the_configured_splits(tmp_path):
     from modrl.config import ConfigError, load_config
     from modrl.trainer import train

@@ -198,7 +198,10 @@ def test_cli_missing_run_and_checkpoint_errors(tmp_path, capsys):
     assert "unknown batched environment" in capsys.readouterr().err
 
 
-def test_ctrl_c_saves_a_checkpoint(tmp_path):
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_stop_signal_saves_a_checkpoint(tmp_path, signum):
+    """Ctrl-C and SIGTERM (timeout, a scheduler) both finish the iteration, save and exit 128 + signal;
+    a repeated SIGTERM does not abort the save; the run then resumes."""
     cmd = [sys.executable, "-m", "modrl.cli", "train", str(FOURROOMS), "--set", f"run_root={tmp_path}", "--set", "total_steps=100000000",
            "--set", "env.num_envs=16", "--set", "agent.num_steps=32", "--set", "checkpoint_every=1000000"]
     proc = subprocess.Popen(cmd, stderr=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -208,11 +211,17 @@ def test_ctrl_c_saves_a_checkpoint(tmp_path):
             if "run directory" in line or time.time() > deadline:
                 break
         time.sleep(1.0)
-        proc.send_signal(signal.SIGINT)
+        proc.send_signal(signum)
+        if signum == signal.SIGTERM:
+            proc.send_signal(signum)
         _, err = proc.communicate(timeout=60)
     finally:
         proc.kill()
-    assert proc.returncode == 0, err
+    assert proc.returncode == 128 + signum, err
+    assert ("Ctrl-C" if signum == signal.SIGINT else "SIGTERM") + " — saving a checkpoint" in err
     assert "continue with: modrl train --resume" in err
     run_dir = next(tmp_path.iterdir())
-    assert load_checkpoint(latest_checkpoint(run_dir))["global_step"] > 0
+    step = load_checkpoint(latest_checkpoint(run_dir))["global_step"]
+    assert step > 0
+    assert main(["train", "--resume", str(run_dir), "--set", f"total_steps={step + 16 * 32}"]) == 0
+    assert load_checkpoint(latest_checkpoint(run_dir))["global_step"] == step + 16 * 32

@@ -91,11 +91,14 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
     if args.draws < 1 or args.updates < 1 or args.every < 1:
         p.error("--draws, --updates and --every must be >= 1")
     jobs = [(args.run, args.level, d, args.updates, args.every, tuple(args.set)) for d in range(args.draws)]
-    if args.parallel > 1:
-        with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
-            results = pool.map(_star, jobs)
-    else:
-        results = [_star(j) for j in jobs]
+    from modrl.cli import user_errors
+
+    with user_errors("entering_modules"):
+        if args.parallel > 1:
+            with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
+                results = pool.map(_star, jobs)
+        else:
+            results = [_star(j) for j in jobs]
     for r in results:
         for m, shares in r["immediate_stop"].items():
             print(f"draw {r['draw']}: {m} immediate STOP every {r['every']} updates: {shares}")

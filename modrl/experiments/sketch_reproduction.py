@@ -9,10 +9,12 @@ learned router over the trained modules on the held-out tasks, no sketch); mean 
 Every run is an ordinary run directory under ``--run-root`` (TensorBoard logs, checkpoints,
 ``eval/*.json``), so a run can be inspected, resumed or re-evaluated on its own. A seed whose run
 directory already exists there (same env, experiment and seed) is resumed to the budget, or only
-evaluated if it has reached it, so the reproduction can be run in pieces (stop it with Ctrl-C;
-run the same command again). Adaptation runs are resumed the same way; one keeps the modules it
-started from even if its training run was extended since (delete it to adapt the new modules). Writes ``<out>/<experiment>_reproduction.json`` (the config's experiment
-name, e.g. ``craft_sketch_fast_reproduction.json``) and prints a Markdown table.
+evaluated if it has reached it, so the reproduction can be run in pieces: stop it with Ctrl-C or
+SIGTERM (``timeout``, a scheduler's pre-emption), and each run in training saves a checkpoint; run
+the same command again. Adaptation runs are resumed the same way; one keeps the modules it started
+from even if its training run was extended since (delete it to adapt the new modules). Writes
+``<out>/<experiment>_reproduction.json`` (the config's experiment name, e.g.
+``craft_sketch_fast_reproduction.json``) and prints a Markdown table.
 
 ``--batched`` trains the runs side by side in one process instead (``agent.num_runs`` = the number
 of seeds, ``--num-envs`` or the config's envs per run; seeded with the first seed, so its runs are
@@ -29,8 +31,12 @@ import argparse
 import json
 import math
 import multiprocessing
+import os
+import signal
 import statistics
+import sys
 import time
+from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
 from modrl.config import load_config
@@ -177,6 +183,41 @@ def evaluate_seed(job: dict, run: Path, state: dict) -> dict:
     return row
 
 
+def map_in_processes(fn, jobs: list[dict], processes: int) -> list:
+    """``[fn(job) for job in jobs]``, in ``processes`` spawned workers when > 1.
+
+    A stop reaches every worker: Ctrl-C from the terminal signals them all, and a SIGTERM sent to
+    this process alone is passed on. Workers in training save a checkpoint and stop
+    (``TrainingStopped``); jobs not yet started are dropped; the stop is re-raised here as the
+    ``SystemExit`` of its signal. A second Ctrl-C aborts."""
+    if processes <= 1:
+        return [fn(job) for job in jobs]
+    stopped: list[int] = []
+    with ProcessPoolExecutor(processes, mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(fn, job) for job in jobs]
+
+        def handle(signum, frame):
+            if stopped and signum == signal.SIGINT:
+                raise KeyboardInterrupt
+            if not stopped:
+                stopped.append(signum)
+                for future in futures:
+                    future.cancel()  # the jobs not started
+                if signum == signal.SIGTERM:  # a terminal's Ctrl-C has already reached the workers
+                    for child in multiprocessing.active_children():
+                        os.kill(child.pid, signal.SIGTERM)
+
+        previous = {s: signal.signal(s, handle) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            wait(futures)
+        finally:
+            for s, handler in previous.items():
+                signal.signal(s, handler)
+    if stopped:
+        raise SystemExit(128 + stopped[0])
+    return [future.result() for future in futures]
+
+
 def main(argv: list[str] | None = None) -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--config", default=str(CONFIGS / "craft_sketch.yaml"))
@@ -198,7 +239,16 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", default="docs")
     p.add_argument("--set", action="extend", nargs="+", default=[], metavar="KEY=VALUE", help="overrides of --config")
     args = p.parse_args(argv)
+    if args.threads < 0:
+        p.error(f"--threads must be >= 0, got {args.threads}")
+    from modrl.cli import user_errors
 
+    with user_errors("sketch_reproduction"):
+        reproduce(args)
+
+
+def reproduce(args: argparse.Namespace) -> None:
+    """Train, evaluate and summarise as ``main``'s arguments say."""
     from modrl.trainer import make_env
 
     cfg = load_config(args.config, args.set)  # fail early on a bad config or override
@@ -207,29 +257,26 @@ def main(argv: list[str] | None = None) -> None:
     heldout = "heldout" in getattr(env, "SPLITS", {}) and cfg.env.kwargs.get("split") == "train"
     import torch
 
-    if args.threads < 0:
-        p.error(f"--threads must be >= 0, got {args.threads}")
     threads = args.threads or (1 if args.parallel > 1 and not args.batched else torch.get_num_threads())
     jobs = [{"seed": s, "config": args.config, "overrides": args.set, "episodes": args.episodes,
              "eval_episodes": args.eval_episodes, "heldout": heldout, "run_root": args.run_root,
              "adaptation_episodes": args.adaptation_episodes, "adaptation_config": args.adaptation_config,
              "threads": threads, "num_envs": args.num_envs, "progress_every": args.progress_every} for s in args.seeds]
     start = time.time()
-    if args.batched:
-        batched = train_batched(jobs[0], len(jobs))
-        eval_threads = max(1, threads // max(1, args.parallel))
-        jobs = [{**jobs[0], "threads": eval_threads, "run_dir": str(batched / f"run_{r}"), "batched_run": str(batched),
-                 "run_index": r, "adaptation_seed": job["seed"]} for r, job in enumerate(jobs)]
-        if args.parallel > 1:
-            with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
-                rows = pool.map(evaluate_batched_run, jobs)
+    try:
+        if args.batched:
+            batched = train_batched(jobs[0], len(jobs))
+            eval_threads = max(1, threads // max(1, args.parallel))
+            jobs = [{**jobs[0], "threads": eval_threads, "run_dir": str(batched / f"run_{r}"), "batched_run": str(batched),
+                     "run_index": r, "adaptation_seed": job["seed"]} for r, job in enumerate(jobs)]
+            rows = map_in_processes(evaluate_batched_run, jobs, args.parallel)
         else:
-            rows = [evaluate_batched_run(job) for job in jobs]
-    elif args.parallel > 1:
-        with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
-            rows = pool.map(run_seed, jobs)
-    else:
-        rows = [run_seed(job) for job in jobs]
+            rows = map_in_processes(run_seed, jobs, args.parallel)
+    except SystemExit as e:  # TrainingStopped, here or in a worker: the runs in training saved checkpoints
+        if e.code in (128 + signal.SIGINT, 128 + signal.SIGTERM):
+            print(f"sketch_reproduction: stopped by {signal.Signals(e.code - 128).name}; training runs are checkpointed "
+                  "(an evaluation under way is redone): run the same command again to continue", file=sys.stderr, flush=True)
+        raise
     wall = time.time() - start
 
     summary = {"config": args.config, "overrides": args.set, "episodes_per_seed": args.episodes,
