@@ -104,6 +104,19 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def _summary(doc: str | None, width: int = 96) -> str:
+    """A docstring's first sentence (up to a full stop outside parentheses), shortened to ``width``
+    characters at a word."""
+    text = " ".join((doc or "").strip().split("\n\n")[0].split())
+    depth = 0
+    for i, ch in enumerate(text):
+        depth += {"(": 1, ")": -1}.get(ch, 0)
+        if depth == 0 and ch == "." and text[i + 1:i + 2] in (" ", ""):
+            text = text[:i]
+            break
+    return text if len(text) <= width else text[:width - 1].rsplit(" ", 1)[0] + " …"
+
+
 def cmd_list(args) -> int:
     import gymnasium as gym
 
@@ -112,11 +125,11 @@ def cmd_list(args) -> int:
 
     print("environments (batched, gymnasium.make_vec(..., vectorization_mode='vector_entry_point')):")
     for env_id in sorted(k for k in gym.registry if k.startswith("modrl/")):
-        print(f"  {env_id}")
+        module = gym.registry[env_id].vector_entry_point.__module__
+        print(f"  {env_id:20s} {_summary(sys.modules[module].__doc__)}")
     print("agents:")
     for name, (_, cls) in AGENTS.items():
-        doc = (sys.modules[cls.__module__].__doc__ or "").strip().splitlines()[0]
-        print(f"  {name:12s} {doc}")
+        print(f"  {name:20s} {_summary(sys.modules[cls.__module__].__doc__)}")
     configs = _configs_dir()
     print(f"configs ({configs}):" if configs else "configs: (no configs/ folder found)")
     for path in sorted(configs.glob("*.yaml")) if configs else []:

@@ -181,6 +181,8 @@ def test_cli_train_eval_list_bench(tmp_path, capsys):
     assert main(["list"]) == 0
     out = capsys.readouterr().out
     assert "modrl/FourRooms-v0" in out and "ppo" in out and "reinforce" in out and "fourrooms_ppo.yaml" in out
+    assert "Policy sketches (Andreas, Klein & Levine 2017): modular" in out  # each with its first sentence
+    assert all(len(line) <= 120 for line in out.splitlines() if line.startswith("  "))
 
     assert main(["bench", "modrl/FourRooms-v0", "--num-envs", "64", "--steps", "20"]) == 0
     assert json.loads(capsys.readouterr().out)["steps_per_s"] > 0
