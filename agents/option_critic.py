@@ -448,7 +448,7 @@ class OptionCritic(OnPolicyAlgorithm):
         out: dict[str, Any] = {k: v for k, v in summary.items() if isinstance(v, float)}
         if "options/duration" in out:
             out["options/collapsed_to_primitive"] = float(out["options/duration"] < 1.5)
-        out["options/usage_matrix"] = summary["usage_matrix"]
+        out["options/usage_matrix"] = self.metrics.usage_heatmap(summary, ["all"])
         term_map = self._termination_map()
         if term_map is not None:
             out["options/termination_map"] = term_map

@@ -840,7 +840,7 @@ class PolicySketches(OnPolicyAlgorithm):
     def log_extras(self) -> dict[str, Any]:
         summary = self.metrics.summary()
         out: dict[str, Any] = {k: v for k, v in summary.items() if isinstance(v, float)}
-        out["router/usage_matrix"] = summary["usage_matrix"]
+        out["router/usage_matrix"] = self.metrics.usage_heatmap(summary, self.env.task_names)
         successes, episodes = self.run_success.sum(0)  # the current rounds, over the runs
         for t, name in enumerate(self.env.task_names):
             if float(episodes[t]) > 0:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,40 @@ def flatten(data: dict[str, Any], prefix: str = "") -> dict[str, Any]:
     return out
 
 
+@dataclass
+class Heatmap:
+    """A ``[rows, cols]`` table of values in [0, 1] with its labels (e.g. the task × module usage
+    matrix): logged as an image and, under ``<tag>/table``, as a Markdown table of the values."""
+
+    values: torch.Tensor
+    rows: list[str]
+    cols: list[str]
+    corner: str = ""
+
+    def markdown(self) -> str:
+        head = f"|{self.corner}|" + "|".join(self.cols) + "|\n|-|" + "-|" * len(self.cols)
+        body = "\n".join(f"|{name}|" + "|".join(f"{v:.2f}" for v in row) + "|"
+                         for name, row in zip(self.rows, self.values.tolist()))
+        return f"{head}\n{body}"
+
+
+def heatmap_image(values: torch.Tensor, cell: int = 16, longest: int = 512) -> torch.Tensor:
+    """A ``[H, W]`` table in [0, 1] as an image with each entry a block of ``cell`` pixels (fewer
+    for big tables, so the longer side stays within ``longest``); TensorBoard would otherwise show a
+    10 × 8 table as 80 blurred pixels."""
+    values = values.detach().float().clamp(0, 1).cpu()
+    k = max(1, min(cell, longest // max(values.shape)))
+    return values.repeat_interleave(k, 0).repeat_interleave(k, 1)
+
+
+def write_heatmap(writer: SummaryWriter, tag: str, value: torch.Tensor | Heatmap, step: int) -> None:
+    """A 2-D table as an image; a :class:`Heatmap` also as its labelled Markdown table."""
+    if isinstance(value, Heatmap):
+        writer.add_text(f"{tag}/table", value.markdown(), step)
+        value = value.values
+    writer.add_image(tag, heatmap_image(value), step, dataformats="HW")
+
+
 class RunLogger:
     """Scalars to TensorBoard under ``run_dir``; ``purge_step`` drops events past a resumed checkpoint."""
 
@@ -39,12 +74,13 @@ class RunLogger:
         self.writer.add_text("hyperparameters", markdown_table(flatten(config)))
 
     def scalars(self, metrics: dict[str, Any], step: int) -> None:
-        """Floats as scalars; 2-D tensors in [0, 1] as heatmap images; 1-D tensors as histograms."""
+        """Floats as scalars; :class:`Heatmap` and 2-D tensors in [0, 1] as heatmap images; 1-D
+        tensors as histograms."""
         for tag, value in metrics.items():
-            if isinstance(value, torch.Tensor):
-                if value.dim() == 2:
-                    self.writer.add_image(tag, value.float().clamp(0, 1), step, dataformats="HW")
-                elif value.dim() == 1 and value.numel() > 0:
+            if isinstance(value, Heatmap) or (isinstance(value, torch.Tensor) and value.dim() == 2):
+                write_heatmap(self.writer, tag, value, step)
+            elif isinstance(value, torch.Tensor):
+                if value.dim() == 1 and value.numel() > 0:
                     self.writer.add_histogram(tag, value.float(), step)
             elif value is not None and math.isfinite(value):
                 self.writer.add_scalar(tag, value, step)

@@ -25,6 +25,7 @@ import math
 import torch
 
 from modrl.controller import SMDPTransition
+from modrl.logger import Heatmap, write_heatmap
 
 
 def entropy(p: torch.Tensor) -> torch.Tensor:
@@ -131,13 +132,18 @@ class ModularityMetrics:
             self.module_runs.zero_()
         return out
 
+    def usage_heatmap(self, summary: dict, task_names=None) -> Heatmap:
+        """A summary's usage matrix (each task's decisions, as shares over the modules) with its labels."""
+        tasks = list(task_names) if task_names is not None else [str(t) for t in range(self.usage.shape[0])]
+        return Heatmap(summary["usage_matrix"], tasks, self.module_names, corner="task \\ module")
+
     def log(self, writer, step: int, summary: dict | None = None) -> dict:
         """Write a summary to a ``SummaryWriter``: scalars, the task × module heatmap, the durations."""
         summary = summary if summary is not None else self.summary()
         for tag, value in summary.items():
             if isinstance(value, float) and math.isfinite(value):
                 writer.add_scalar(tag, value, step)
-        writer.add_image("router/usage_matrix", summary["usage_matrix"], step, dataformats="HW")
+        write_heatmap(writer, "router/usage_matrix", self.usage_heatmap(summary), step)
         hist = summary["duration_histogram"]
         if hist.sum() > 0:
             values = torch.repeat_interleave(torch.arange(len(hist)), hist.long())

@@ -79,6 +79,9 @@ def test_durations_termination_rate_and_depth(tmp_path):
     acc = EventAccumulator(str(tmp_path))
     acc.Reload()
     assert "router/usage_matrix" in acc.Tags()["images"]
+    image = acc.Images("router/usage_matrix")[-1]
+    assert (image.width, image.height) == (2 * 16, 1 * 16)  # each entry a 16-pixel block, not one pixel
+    assert "router/usage_matrix/table/text_summary" in acc.Tags()["tensors"]  # the labelled values
     assert "options/duration_hist" in acc.Tags()["histograms"]
     assert {"router/effective_modules", "modules/usage/0", "options/duration"} <= set(acc.Tags()["scalars"])
     assert metrics.summary()["usage_matrix"].sum() == 0  # reset after reading
@@ -109,3 +112,14 @@ def test_sketch_agent_reports_a_module_that_stops_at_once():
     s = agent.metrics.summary()
     assert s["modules/immediate_stop/get_wood"] == pytest.approx(1.0)
     assert s["modules/duration/get_wood"] == pytest.approx(1.0)  # the STOP step is the run's one step
+
+
+def test_a_heatmap_is_a_labelled_table_and_a_block_image():
+    from modrl.logger import Heatmap, heatmap_image
+
+    h = Heatmap(torch.tensor([[1.0, 0.0], [0.25, 0.75]]), ["make[plank]", "get[gold]"], ["get_wood", "make0"], "task \\ module")
+    assert h.markdown().splitlines() == ["|task \\ module|get_wood|make0|", "|-|-|-|", "|make[plank]|1.00|0.00|",
+                                         "|get[gold]|0.25|0.75|"]
+    image = heatmap_image(h.values)
+    assert image.shape == (32, 32) and image[16:, :16].eq(0.25).all() and image[:16, 16:].eq(0.0).all()
+    assert heatmap_image(torch.rand(10, 400)).shape == (10, 400)  # big tables keep one pixel an entry

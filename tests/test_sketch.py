@@ -645,3 +645,22 @@ def test_each_curriculum_promotion_keeps_a_checkpoint(tmp_path):
     assert len(out["round_success"]["make[bridge]"]) == 1 and out["max_length"] == 4  # 2 updates a round, promoted
     with pytest.raises(FileNotFoundError, match="length_7.pt"):
         continuation(run, 7, 0, updates=1)
+
+
+def test_tensorboard_has_per_task_success_and_the_labelled_usage_matrix(tmp_path):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from modrl.config import load_config
+    from modrl.trainer import train
+
+    cfg = load_config(CONFIGS / "craft_sketch.yaml", [f"run_root={tmp_path}", "total_steps=4000", "env.num_envs=16",
+                                                      "eval_episodes=0", "progress=false", "log_every=1"])
+    run = train(cfg)
+    acc = EventAccumulator(str(run), size_guidance={"tensors": 0})
+    acc.Reload()
+    assert any(tag.startswith("tasks/") and tag.endswith("/success_rate") for tag in acc.Tags()["scalars"])
+    assert "router/usage_matrix" in acc.Tags()["images"]
+    image = acc.Images("router/usage_matrix")[-1]
+    assert (image.width, image.height) == (8 * 16, 10 * 16)  # 10 tasks × 8 modules
+    table = acc.Tensors("router/usage_matrix/table/text_summary")[-1].tensor_proto.string_val[0].decode()
+    assert table.startswith("|task \\ module|get_wood|get_grass|") and "|make[plank]|" in table
