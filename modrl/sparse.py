@@ -133,6 +133,7 @@ class _SparseRowsMatmul(torch.autograd.Function):
         crow[1:] = torch.cumsum(torch.bincount(key, minlength=M * D), 0, dtype=key.dtype)
         with warnings.catch_warnings():
             warnings.filterwarnings("ignore", message="Sparse CSR tensor support is in beta")
+            warnings.filterwarnings("ignore", message="Sparse invariant checks are implicitly disabled")  # torch 2.11
             S = torch.sparse_csr_tensor(crow, row.index_select(0, order).to(key.dtype), val.index_select(0, order),
                                         size=(M * D, ctx.num_rows), dtype=grad.dtype, check_invariants=False)
         return (S @ grad.contiguous()).view(M, D, H), None, None, None, None, None
