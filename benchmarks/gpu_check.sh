@@ -4,12 +4,12 @@
 #
 #     bash benchmarks/gpu_check.sh fetch    # here, on a machine with pip's registry: the wheels the GPU
 #                                           # image lacks (gymnasium, minigrid, SB3, ...) into .whl/
-#     bash benchmarks/gpu_check.sh          # on the GPU (carry .whl), one call of <= 600 s: CPU/GPU agreement
-#                                           # and the captured rollout (tests/test_cuda.py), then the 15-minute
-#                                           # target: the 5-run reproduction (--batched, captured rollout) until
-#                                           # ${LIMIT:-420} s, when it saves a checkpoint (SIGTERM) and stops
+#     bash benchmarks/gpu_check.sh          # on the GPU (carry .whl; timeout_s 600): CPU/GPU agreement and the
+#                                           # captured rollout (tests/test_cuda.py), then the 15-minute target:
+#                                           # the 5-run reproduction (--batched, captured rollout) until the call
+#                                           # has run ${BUDGET:-560} s, when it saves a checkpoint (SIGTERM) and stops
 #     bash benchmarks/gpu_check.sh target   # right after (the machine still warm): continues the reproduction
-#                                           # from its checkpoint for ${LIMIT:-540} s more; again until done
+#                                           # from its checkpoint, again up to BUDGET s; again until done
 #     bash benchmarks/gpu_check.sh bench    # the captured rollout's speed against eager, and one seed alone
 #
 # The reproduction's run directories stay on the machine (runs/gpu_check/); what comes back is at most
@@ -41,11 +41,12 @@ python3 -c "import modrl.envs, modrl.agents" || exit
 export PYTHONUNBUFFERED=1
 out="${OUT:-gpu_check}"
 mkdir -p "$out"
-device="${DEVICE:-cuda}" graph="${GRAPH:-cuda}"  # DEVICE=cpu GRAPH=none: a dry run of the script's flow anywhere
+device="${DEVICE:-cuda}" graph="${GRAPH:-cuda}"  # DEVICE=cpu GRAPH=eager BUDGET=90: a dry run of the script's flow anywhere
 
-reproduce() {  # the 15-minute target's run; stopped by SIGTERM at $1 s with a checkpoint, continued by the next call
-    echo "== the 5-run reproduction (--batched, captured rollout), until done or ${1} s"
-    timeout -s TERM "$1" python3 -m modrl.experiments.sketch_reproduction --batched --seeds 1 2 3 4 5 --parallel 5 \
+reproduce() {  # the 15-minute target's run, stopped by SIGTERM with a checkpoint 30 s before the call's BUDGET
+    local limit=$(( ${BUDGET:-560} - SECONDS - 30 ))
+    echo "== the 5-run reproduction (--batched, captured rollout), until done or ${limit} s"
+    timeout -s TERM "$limit" python3 -m modrl.experiments.sketch_reproduction --batched --seeds 1 2 3 4 5 --parallel 5 \
         --progress-every 30 --run-root runs/gpu_check --out "$out" --set device="$device" agent.rollout_graph="$graph" 2>&1 \
         | grep -v "^modrl: \(run directory\|TensorBoard\)" | tee -a "$out/target.txt"
     local rc="${PIPESTATUS[0]}"
@@ -63,10 +64,10 @@ all)
     python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda)" | tee -a "$out/gpu.txt"
     echo "== tests/test_cuda.py"
     timeout 150 python3 -m pytest -q -x tests/test_cuda.py 2>&1 | tail -30 | tee "$out/test_cuda.txt"
-    reproduce "${LIMIT:-420}"
+    reproduce
     ;;
 target)
-    reproduce "${LIMIT:-540}"
+    reproduce
     ;;
 bench)
     echo "== benchmarks/rollout_graph.py" | tee "$out/bench.txt"
