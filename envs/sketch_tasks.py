@@ -66,6 +66,8 @@ class SketchTaskEnv(TorchVectorEnv):
             raise EnvError(f"unknown {self.WORLD} tasks {unknown}; tasks: {', '.join(self.TASKS)}")
         if sketch_set not in self.SKETCH_SETS:
             raise EnvError(f"unknown sketch_set {sketch_set!r}; sketch sets: {', '.join(self.SKETCH_SETS)}")
+        if not isinstance(num_envs, int) or num_envs < 1:
+            raise EnvError(f"num_envs must be a positive int, got {num_envs!r}")
         if not (isinstance(task_groups, int) and 1 <= task_groups <= num_envs):
             raise EnvError(f"task_groups must be an integer in [1, num_envs = {num_envs}], got {task_groups!r}")
         self.stop_action = num_world_actions

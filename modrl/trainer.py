@@ -32,6 +32,7 @@ from modrl.config import (ConfigError, RunConfig, agent_name, agent_registry, lo
                           run_config_from_dict, to_dict)
 from modrl.logger import Progress, RunLogger
 from modrl.perf import configure_cpu_allocator
+from modrl.vec import EnvError
 
 CHECKPOINT_FORMAT = 1
 
@@ -60,6 +61,8 @@ def make_env(env_cfg, device: str, num_envs: int | None = None, **overrides: Any
         )
     except TypeError as e:
         raise ConfigError(f"config key 'env.kwargs': {e}") from None
+    except EnvError as e:  # a bad value of env.num_envs or env.kwargs
+        raise ConfigError(f"config section 'env': {e}") from None
 
 
 def make_agent(cfg: RunConfig, env) -> OnPolicyAlgorithm:

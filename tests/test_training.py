@@ -198,6 +198,11 @@ def test_cli_missing_run_and_checkpoint_errors(tmp_path, capsys):
     assert "no checkpoint" in capsys.readouterr().err
     assert main(["bench", "modrl/Nope-v0"]) == 2
     assert "unknown batched environment" in capsys.readouterr().err
+    craft = str(FOURROOMS.parent / "craft_sketch.yaml")
+    assert main(["train", craft, "--set", f"run_root={tmp_path}", "env.num_envs=0"]) == 2
+    assert "config section 'env': num_envs must be a positive int, got 0" in capsys.readouterr().err
+    assert main(["train", craft, "--set", f"run_root={tmp_path}", "env.kwargs.split=tarin"]) == 2
+    assert "config section 'env': unknown split 'tarin'" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
