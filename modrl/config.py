@@ -203,7 +203,20 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     if name not in registry:
         raise ConfigError(f"config key 'agent.name': unknown agent {name!r}; available: {', '.join(registry)}")
     cfg.agent = from_dict(registry[name][0], agent, prefix="agent")
+    _check_run_ranges(cfg)
     return cfg
+
+
+#: the run keys' lower bounds (the agents check their own sections)
+RUN_MINIMUMS = {"total_steps": 1, "log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 1,
+                "eval_episodes": 0, "torch_threads": 0, "progress_every": 0}
+
+
+def _check_run_ranges(cfg: RunConfig) -> None:
+    for key, least in RUN_MINIMUMS.items():
+        value = getattr(cfg, key)
+        if value < least:
+            raise ConfigError(f"config key '{key}': must be >= {least}, got {value!r}")
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

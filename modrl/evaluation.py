@@ -148,6 +148,8 @@ def evaluate_run(
 
     from modrl.trainer import check_device, make_agent, make_env
 
+    if not isinstance(episodes, int) or episodes < 1:
+        raise ValueError(f"episodes must be a positive int, got {episodes!r}")
     run_dir = Path(run_dir)
     cfg = read_run_config(run_dir)
     runs = getattr(cfg.agent, "num_runs", 1)

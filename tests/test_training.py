@@ -173,6 +173,8 @@ def test_cli_train_eval_list_bench(tmp_path, capsys):
                  "--set", "agent.num_steps=32", "--set", "eval_episodes=0", "--set", "progress=false"]) == 0
     run_dir = next(tmp_path.iterdir())
     assert "TensorBoard logs in" in capsys.readouterr().err
+    assert main(["eval", str(run_dir), "--episodes", "0"]) == 2  # not a NaN result over the good one
+    assert "episodes must be a positive int, got 0" in capsys.readouterr().err
     assert main(["eval", str(run_dir), "--episodes", "30"]) == 0
     result = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert result["episodes"] == 30 and 0.0 <= result["success_rate"] <= 1.0
@@ -203,6 +205,8 @@ def test_cli_missing_run_and_checkpoint_errors(tmp_path, capsys):
     assert "config section 'env': num_envs must be a positive int, got 0" in capsys.readouterr().err
     assert main(["train", craft, "--set", f"run_root={tmp_path}", "env.kwargs.split=tarin"]) == 2
     assert "config section 'env': unknown split 'tarin'" in capsys.readouterr().err
+    assert main(["train", str(FOURROOMS), "--set", f"run_root={tmp_path}", "total_steps=-1"]) == 2
+    assert "config key 'total_steps': must be >= 1, got -1" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])

@@ -241,6 +241,8 @@ def main(argv: list[str] | None = None) -> None:
     args = p.parse_args(argv)
     if args.threads < 0:
         p.error(f"--threads must be >= 0, got {args.threads}")
+    if args.episodes < 1 or args.eval_episodes < 1 or args.adaptation_episodes < 0:
+        p.error("--episodes and --eval-episodes must be >= 1, --adaptation-episodes >= 0")
     from modrl.cli import user_errors
 
     with user_errors("sketch_reproduction"):
