@@ -34,7 +34,7 @@ factor of ∇log softmax(θ/τ); the SGD step on θ is therefore lr_intra·τ.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import gymnasium as gym
 import numpy as np
@@ -103,6 +103,13 @@ class OptionCriticConfig:
     ppo_epochs: int = 4
     ppo_minibatches: int = 4
     clip_coef: float = 0.2
+
+    RANGES: ClassVar[dict[str, str]] = {
+        "num_options": ">= 1", "num_runs": ">= 1", "num_steps": ">= 1", "gamma": "[0, 1]", "temperature": "> 0",
+        "option_temperature": "> 0", "option_entropy_coef": ">= 0", "epsilon": "[0, 1]", "entropy_coef": ">= 0",
+        "max_option_steps": ">= 1", "hidden_size": ">= 0", "max_grad_norm": "> 0", "gae_lambda": "[0, 1]",
+        "ppo_epochs": ">= 1", "ppo_minibatches": ">= 1", "clip_coef": ">= 0"}
+    """Bounds of the numeric keys (``modrl.config.check_ranges``)."""
 
     def __post_init__(self):
         if self.deliberation_costs is not None and len(self.deliberation_costs) != self.num_runs:

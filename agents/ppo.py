@@ -8,7 +8,7 @@ bootstrapped, terminated ones are not (see ``modrl.rollout``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -44,6 +44,11 @@ class PPOConfig:
     """With a Discrete observation space, run the networks once per possible observation and look
     the batch up (same function and gradients; see ``ActorCritic``)."""
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "num_steps": ">= 1", "gamma": "[0, 1]", "gae_lambda": "[0, 1]", "update_epochs": ">= 1", "num_minibatches": ">= 1",
+        "clip_coef": ">= 0", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0", "target_kl": "> 0",
+        "hidden_size": ">= 1", "num_layers": ">= 1"}
+    """Bounds of the numeric keys (``modrl.config.check_ranges``)."""
 
 class PPO(OnPolicyAlgorithm):
     def __init__(self, cfg: PPOConfig, env, total_steps: int):

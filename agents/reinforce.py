@@ -9,7 +9,7 @@ cap and ``bootstrap_cutoff: false`` for pure Monte-Carlo returns.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar, Literal
 
 import torch
 
@@ -38,6 +38,10 @@ class ReinforceConfig:
     """With a Discrete observation space, run the networks once per possible observation and look
     the batch up (same function and gradients; see ``ActorCritic``)."""
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "num_steps": ">= 1", "gamma": "[0, 1]", "ent_coef": ">= 0", "vf_coef": ">= 0", "max_grad_norm": "> 0",
+        "hidden_size": ">= 1", "num_layers": ">= 1"}
+    """Bounds of the numeric keys (``modrl.config.check_ranges``)."""
 
 class Reinforce(OnPolicyAlgorithm):
     def __init__(self, cfg: ReinforceConfig, env, total_steps: int):

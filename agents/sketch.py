@@ -27,7 +27,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 
@@ -78,6 +78,8 @@ class SketchConfig:
     curriculum: bool = True
     updates_per_round: int = 500
     promote_threshold: float = 0.8
+    """Promote when every current task's success over the round is above this (a negative value:
+    after every round, for tests and debugging)."""
     restart_optimizer: bool = False
     """Not in the paper. Clear the optimiser's state at each promotion of the curriculum. With Adam,
     a module (or critic) first used at a later level has zero moments but the stacked tensor's old
@@ -151,6 +153,12 @@ class SketchConfig:
     any device, a graph's semantics without a GPU (slow; to check that a change keeps the rollout
     capturable)."""
 
+    RANGES: ClassVar[dict[str, str]] = {
+        "gamma": "[0, 1]", "router_gamma": "[0, 1]", "gae_lambda": "[0, 1]", "entropy_coef": ">= 0",
+        "new_module_entropy": ">= 0", "router_entropy_coef": ">= 0", "critic_coef": ">= 0", "hidden_size": ">= 1",
+        "max_subtask_steps": ">= 1", "max_episodes": ">= 0", "updates_per_round": ">= 1", "promote_threshold": "[-1, 1]",
+        "ppo_epochs": ">= 1", "ppo_minibatches": ">= 1", "clip_coef": ">= 0", "rollout_steps": ">= 0", "num_runs": ">= 1"}
+    """Bounds of the numeric keys (``modrl.config.check_ranges``)."""
 
 class PolicySketches(OnPolicyAlgorithm):
     def __init__(self, cfg: SketchConfig, env, total_steps: int):

@@ -34,6 +34,8 @@ class EnvConfig:
     kwargs: dict[str, Any] = field(default_factory=lambda: {"max_episode_steps": 100})
     """Keyword arguments of the environment's constructor."""
 
+    RANGES: typing.ClassVar[dict[str, str]] = {"num_envs": ">= 1"}
+
 
 @dataclass
 class RunConfig:
@@ -72,6 +74,10 @@ class RunConfig:
     level) instead of the bar, for logs of background or parallel runs; 0: the bar."""
     tune_malloc: bool = True
     """Keep freed large CPU buffers for reuse (``modrl.perf``); faster, holds more memory."""
+
+    RANGES: typing.ClassVar[dict[str, str]] = {
+        "total_steps": ">= 1", "log_every": ">= 1", "checkpoint_every": ">= 1", "keep_checkpoints": ">= 1",
+        "eval_episodes": ">= 0", "torch_threads": ">= 0", "progress_every": ">= 0"}
 
     def __post_init__(self):
         if self.agent is None:
@@ -187,9 +193,32 @@ def from_dict(cls: type, data: dict[str, Any], prefix: str = "") -> Any:
             raise _unknown_key(cls, str(key), full)
         kwargs[key] = _coerce(value, hints[key], full)
     try:
-        return cls(**kwargs)
+        obj = cls(**kwargs)
     except (TypeError, ValueError) as e:
         raise ConfigError(f"config section '{prefix or '<root>'}': {e}") from None
+    check_ranges(obj, prefix)
+    return obj
+
+
+def check_ranges(obj: Any, prefix: str = "") -> None:
+    """Check a config's numbers against its class's ``RANGES`` (key → ``"[lo, hi]"``, ``">= lo"`` or
+    ``"> lo"``; a ``None`` value is not checked)."""
+    for key, bound in getattr(type(obj), "RANGES", {}).items():
+        value = getattr(obj, key)
+        if value is None:
+            continue
+        if bound.startswith("["):
+            lo, hi = (float(x) for x in bound.strip("[]").split(","))
+            ok = lo <= value <= hi
+        elif bound.startswith(">="):
+            ok = value >= float(bound[2:])
+        elif bound.startswith(">"):
+            ok = value > float(bound[1:])
+        else:
+            raise AssertionError(f"{type(obj).__name__}.RANGES[{key!r}]: bad bound {bound!r}")
+        if not ok:
+            full = f"{prefix}.{key}" if prefix else key
+            raise ConfigError(f"config key '{full}': must be {'in ' if bound.startswith('[') else ''}{bound}, got {value!r}")
 
 
 def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
@@ -203,20 +232,7 @@ def run_config_from_dict(data: dict[str, Any]) -> RunConfig:
     if name not in registry:
         raise ConfigError(f"config key 'agent.name': unknown agent {name!r}; available: {', '.join(registry)}")
     cfg.agent = from_dict(registry[name][0], agent, prefix="agent")
-    _check_run_ranges(cfg)
     return cfg
-
-
-#: the run keys' lower bounds (the agents check their own sections)
-RUN_MINIMUMS = {"total_steps": 1, "log_every": 1, "checkpoint_every": 1, "keep_checkpoints": 1,
-                "eval_episodes": 0, "torch_threads": 0, "progress_every": 0}
-
-
-def _check_run_ranges(cfg: RunConfig) -> None:
-    for key, least in RUN_MINIMUMS.items():
-        value = getattr(cfg, key)
-        if value < least:
-            raise ConfigError(f"config key '{key}': must be >= {least}, got {value!r}")
 
 
 def to_dict(cfg: RunConfig) -> dict[str, Any]:

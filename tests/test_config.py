@@ -70,6 +70,12 @@ def test_switching_the_agent_starts_its_section_afresh():
         ("agent: {name: sarsa}\n", r"config key 'agent.name': unknown agent 'sarsa'"),
         ("env: [1, 2]\n", r"config key 'env': expected a mapping"),
         ("- 1\n- 2\n", r"top level must be a mapping"),
+        ("total_steps: -1\n", r"config key 'total_steps': must be >= 1, got -1"),
+        ("agent: {name: ppo, gamma: 1.5}\n", r"config key 'agent.gamma': must be in \[0, 1\], got 1.5"),
+        ("agent: {name: sketch, hidden_size: 0}\n", r"config key 'agent.hidden_size': must be >= 1, got 0"),
+        ("agent: {name: sketch, promote_threshold: 80}\n", r"config key 'agent.promote_threshold': must be in \[-1, 1\]"),
+        ("agent: {name: option_critic, temperature: 0}\n", r"config key 'agent.temperature': must be > 0, got 0"),
+        ("agent: {name: reinforce, ent_coef: -0.1}\n", r"config key 'agent.ent_coef': must be >= 0, got -0.1"),
     ],
 )
 def test_bad_configs_name_the_key(tmp_path, text, message):
@@ -101,3 +107,20 @@ def test_cli_rejects_unknown_env_and_bad_env_kwargs(tmp_path, capsys):
     assert "goal must be a cell index" in capsys.readouterr().err
     assert main(["train", "--set", "seed=2", "configs/fourrooms_ppo.yaml"]) == 2
     assert "the config file goes before --set" in capsys.readouterr().err
+
+
+def test_every_range_names_a_numeric_key_and_none_is_not_checked():
+    import dataclasses
+
+    from modrl.agents import AGENTS
+    from modrl.config import check_ranges
+
+    from modrl.config import EnvConfig
+
+    for cls in [RunConfig, EnvConfig, *(c for c, _ in AGENTS.values())]:
+        fields = {f.name: f.type for f in dataclasses.fields(cls)}
+        for key in cls.RANGES:
+            assert key in fields and ("int" in fields[key] or "float" in fields[key]), (cls.__name__, key)
+    cfg = load_config(None, ["agent.new_module_entropy=null"])  # the default job: sketch; null = off
+    assert cfg.agent.new_module_entropy is None
+    check_ranges(cfg.agent, "agent")

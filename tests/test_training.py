@@ -202,7 +202,7 @@ def test_cli_missing_run_and_checkpoint_errors(tmp_path, capsys):
     assert "unknown batched environment" in capsys.readouterr().err
     craft = str(FOURROOMS.parent / "craft_sketch.yaml")
     assert main(["train", craft, "--set", f"run_root={tmp_path}", "env.num_envs=0"]) == 2
-    assert "config section 'env': num_envs must be a positive int, got 0" in capsys.readouterr().err
+    assert "config key 'env.num_envs': must be >= 1, got 0" in capsys.readouterr().err
     assert main(["train", craft, "--set", f"run_root={tmp_path}", "env.kwargs.split=tarin"]) == 2
     assert "config section 'env': unknown split 'tarin'" in capsys.readouterr().err
     assert main(["train", str(FOURROOMS), "--set", f"run_root={tmp_path}", "total_steps=-1"]) == 2
