@@ -52,7 +52,7 @@ def heatmap_image(values: torch.Tensor, cell: int = 16, longest: int = 512) -> t
     for big tables, so the longer side stays within ``longest``); TensorBoard would otherwise show a
     10 × 8 table as 80 blurred pixels."""
     values = values.detach().float().clamp(0, 1).cpu()
-    k = max(1, min(cell, longest // max(values.shape)))
+    k = max(1, min(cell, longest // max(1, *values.shape)))
     return values.repeat_interleave(k, 0).repeat_interleave(k, 1)
 
 
