@@ -36,7 +36,7 @@ from modrl.controller import CallAndReturn
 from modrl.graphs import CapturedRegion
 from modrl.halting import Halting
 from modrl.inventory import Grouping, PolicyInventory, StackedMLP, ValueHeads, rows_by_module
-from modrl.metrics import ModularityMetrics
+from modrl.metrics import ModularityMetrics, SubgoalMetrics
 from modrl.optim import ModuleAdam, RunAdam, inventory_param_groups
 from modrl.rollout import discounted_returns, generalized_advantages
 from modrl.routing import SketchRouter
@@ -278,6 +278,9 @@ class PolicySketches(OnPolicyAlgorithm):
         self.total_env_steps = total_steps * R  # total_steps, like max_episodes, is a budget per run
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev,
                                          module_names=getattr(env, "symbols", None))
+        # subgoal success per symbol and per (task, sketch step), judged on the world's state (envs/sketch_tasks.py)
+        self.subgoals = (SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, env.sketches.numel(), env.subgoal_features())
+                         if hasattr(env, "subgoal_targets") else None)
         # with rollout_steps: the episodes in progress, carried from one update to the next
         self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
         self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
@@ -485,6 +488,17 @@ class PolicySketches(OnPolicyAlgorithm):
             action = torch.where(active == self.halt_choice, self.stop_action + 1, action)
         return action
 
+    def _begin_subgoals(self, mask, task, pointer) -> None:
+        """Modules start where ``mask``: note the world's state and the (task, sketch step) they serve."""
+        if self.subgoals is not None:
+            L = self.env.sketches.shape[1]
+            self.subgoals.begin(mask, task * L + pointer.clamp(max=L - 1), self.env.subgoal_features())
+
+    def _end_subgoals(self, completed, symbol, info) -> None:
+        """Module runs of ``symbol`` ended where ``completed``: did they do their job (``info`` of the step)?"""
+        if self.subgoals is not None:
+            self.subgoals.end(completed, symbol, info["subgoal_features"])
+
     # ------------------------------------------------------------------ rollouts: one episode per env, or continuing
     def start(self, seed: int) -> None:
         self.obs, info = self.env.reset(seed=seed)
@@ -515,6 +529,7 @@ class PolicySketches(OnPolicyAlgorithm):
             ctrl.decide(self.route(router, obs, task))
             halting = ctrl.active == self.halt_choice  # only the learned controller chooses it
             self.metrics.record_decisions(task, ctrl.active, need & ~halting)
+            self._begin_subgoals(need & ~halting, task, router.pointer)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
             if bool(alive.all()):
                 action = self.env_action(obs, ctrl.active, task, forced)
@@ -527,6 +542,7 @@ class PolicySketches(OnPolicyAlgorithm):
             transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
             router.advance(halt)
             self.metrics.record_step(transition)
+            self._end_subgoals(transition.completed & alive, transition.choice, info)
             buf["obs"][t], buf["module"][t], buf["action"][t] = obs, ctrl.active, action
             buf["critic"][t] = self._critic_index(task, step_before)
             buf["decision"][t] = need
@@ -560,7 +576,8 @@ class PolicySketches(OnPolicyAlgorithm):
             buf = self._ticks()
         else:
             if self._graph is None:  # the state the ticks carry from one update to the next
-                holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs", "run_success"))]
+                holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs", "run_success")),
+                           *([self.subgoals] if self.subgoals is not None else [])]
                 self._graph = CapturedRegion(self._ticks, holders, [self.env.generator], emulate=self.cfg.rollout_graph == "emulate")
             buf = self._graph()
         n, T, R = self.env.num_envs, self.cfg.rollout_steps, self.num_runs
@@ -602,6 +619,7 @@ class PolicySketches(OnPolicyAlgorithm):
             task = router.task
             need = ctrl.decide(router.route().choice)
             self.metrics.record_decisions(task, ctrl.active, need)
+            self._begin_subgoals(need, task, router.pointer)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
             module = self._module_index(ctrl.active)
             if self.sparse:
@@ -621,6 +639,7 @@ class PolicySketches(OnPolicyAlgorithm):
             transition, halt, _ = ctrl.step(action == self.stop_action, reward, terminated, truncated)
             router.advance(halt)
             self.metrics.record_step(transition)
+            self._end_subgoals(transition.completed, transition.choice, info)
             done = terminated | truncated
             buf["reward"][t], buf["ended"][t] = reward, done
             self.stats.update(info)
@@ -849,6 +868,12 @@ class PolicySketches(OnPolicyAlgorithm):
         summary = self.metrics.summary()
         out: dict[str, Any] = {k: v for k, v in summary.items() if isinstance(v, float)}
         out["router/usage_matrix"] = self.metrics.usage_heatmap(summary, self.env.task_names)
+        if self.subgoals is not None:  # per symbol, and with sketches per (task, step): subgoals/make[bed]/3_make1/…
+            names = self.env.symbols
+            steps = {} if self.learned else {t * self.env.sketches.shape[1] + k: f"{task}/{k}_{names[int(sym)]}"
+                                             for t, task in enumerate(self.env.task_names)
+                                             for k, sym in enumerate(self.env.sketches[t].tolist()) if sym >= 0}
+            out.update(self.subgoals.summary(names, steps))
         successes, episodes = self.run_success.sum(0)  # the current rounds, over the runs
         for t, name in enumerate(self.env.task_names):
             if float(episodes[t]) > 0:

@@ -261,6 +261,21 @@ class CraftVectorEnv(SketchTaskEnv):
         return self.inventory.gather(1, self.goal_kind[self.task][:, None]).squeeze(1) > 0
 
     # ------------------------------------------------------------------ observation
+    NUM_SUBGOAL_FEATURES = NUM_KINDS
+
+    def _subgoal_target(self, symbol: str) -> dict[int, int]:
+        """``get_<item>`` / ``make_<item>``: that item's count rises; ``make<k>``: the count of one of
+        workshop k's products rises."""
+        verb, _, item = symbol.partition("_")
+        if item in KIND:
+            return {KIND[item]: 1}
+        if verb.startswith("make") and verb[4:].isdigit() and f"workshop{verb[4:]}" in SHOPS:
+            return {KIND[out]: 1 for out, shop, _ in RECIPES if shop == f"workshop{verb[4:]}"}
+        return {}
+
+    def subgoal_features(self) -> torch.Tensor:
+        return self.inventory.float()
+
     def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The observation of every row, or of the rows ``rows`` only."""
         grid, pos, inventory, facing, task = self.grid, self.pos, self.inventory, self.facing, self.task

@@ -202,6 +202,16 @@ class MazeVectorEnv(SketchTaskEnv):
         return (self.pos // ROOM == self.goal_room).all(-1)
 
     # ------------------------------------------------------------------ observation
+    NUM_SUBGOAL_FEATURES = 2
+
+    def _subgoal_target(self, symbol: str) -> dict[int, int]:
+        """``left`` / ``right`` / ``up`` / ``down``: the room's x falls / rises, its y falls / rises
+        (U is y − 1); the independent set's whole-walk symbols have none."""
+        return {"left": {0: -1}, "right": {0: 1}, "up": {1: -1}, "down": {1: 1}}.get(symbol, {})
+
+    def subgoal_features(self) -> torch.Tensor:
+        return (self.pos // ROOM).float()  # the room, [x, y]
+
     def _observe(self, rows: torch.Tensor | None = None) -> torch.Tensor:
         """The observation of every row, or of the rows ``rows`` only.
 

@@ -31,6 +31,15 @@ class SketchTaskEnv(TorchVectorEnv):
     pointer; past the sketch's last step it ends the episode, rewarded 1 when the goal is
     satisfied), then TERMINATE with ``terminate_action`` (ends the episode, same reward; STOP then
     never ends it). ``env.task`` and ``info["task"]`` hold each env's task index.
+
+    Subgoals: each symbol's job, read off the world's state. ``subgoal_features()`` ``[N, F]``
+    summarises each env's state (Craft: the inventory counts; Maze: the room) and ``info
+    ["subgoal_features"]`` the same at the step's end, before an autoreset; ``subgoal_targets``
+    ``[S, F]`` holds each symbol's signed features (+1: should rise, −1: should fall; Craft's
+    ``get_wood`` +1 on wood, ``make1`` +1 on each of workshop 1's products; Maze's ``left`` −1 on
+    the room's x). A module run of symbol s achieved its subgoal when ``targets[s] · Δfeatures`` has
+    a positive entry over the run; ``subgoal_defined[s]`` is False for symbols with no target (e.g.
+    Maze's independent-set symbols, whole walks).
     """
 
     TASKS: tuple[str, ...] = ()
@@ -87,7 +96,9 @@ class SketchTaskEnv(TorchVectorEnv):
         sketches = self.SKETCH_SETS[sketch_set]
         symbols = list(self.SYMBOL_ORDER.get(sketch_set, ()))
         for task in self.TASKS:  # then in order of first appearance
-            symbols += [s for s in sketches[task] if s not in symbols]
+            for symbol in sketches[task]:
+                if symbol not in symbols:  # (go[LL] once listed left twice: a fifth, dead module)
+                    symbols.append(symbol)
         self.symbols = tuple(symbols)
         longest = max(len(s) for s in sketches.values())
         table = torch.full((len(self.TASKS), longest), -1, dtype=torch.long)
@@ -102,6 +113,26 @@ class SketchTaskEnv(TorchVectorEnv):
         # [T], or [G, T] with task groups
         self.task_weights = torch.zeros(*((task_groups,) if task_groups > 1 else ()), len(self.TASKS), device=dev)
         self.set_task_distribution(tasks)
+        targets = torch.zeros(len(self.symbols), self.NUM_SUBGOAL_FEATURES)
+        for i, symbol in enumerate(self.symbols):
+            for feature, sign in self._subgoal_target(symbol).items():
+                targets[i, feature] = sign
+        self.subgoal_targets = targets.to(dev)
+        self.subgoal_defined = (targets != 0).any(1).to(dev)
+
+    # ------------------------------------------------------------------ subgoals
+    NUM_SUBGOAL_FEATURES = 1
+
+    def _subgoal_target(self, symbol: str) -> dict[int, int]:
+        """The signed features of ``symbol``'s subgoal ({feature: ±1}; empty: none defined)."""
+        return {}
+
+    def subgoal_features(self) -> torch.Tensor:
+        """float [N, NUM_SUBGOAL_FEATURES]: the state summary the subgoals are judged on."""
+        return torch.zeros(self.num_envs, self.NUM_SUBGOAL_FEATURES, device=self.device)
+
+    def _step_info(self) -> dict[str, torch.Tensor]:
+        return {"subgoal_features": self.subgoal_features()}
 
     # ------------------------------------------------------------------ tasks
     def set_task_distribution(self, tasks_or_weights, group: int | None = None) -> None:

@@ -149,3 +149,55 @@ class ModularityMetrics:
             values = torch.repeat_interleave(torch.arange(len(hist)), hist.long())
             writer.add_histogram("options/duration_hist", values, step)
         return summary
+
+
+class SubgoalMetrics:
+    """Subgoal success: how often a module run does its symbol's job, per symbol and per (task,
+    sketch step) — the sub-policies of Andreas et al. (2017, §3) each own one subgoal of the sketch.
+
+    A run of symbol s achieved its subgoal when ``targets[s] · (features at its end − features at
+    its start)`` has a positive entry (the env's ``subgoal_targets`` and ``subgoal_features``, e.g.
+    Craft's ``get_wood``: wood count rose; ``make1``: one of workshop 1's products rose); symbols
+    with no target (``defined`` False) are not counted. Counters live on the device and are
+    updated in place (a captured rollout replays them); :meth:`summary` reads and resets them.
+    """
+
+    def __init__(self, targets: torch.Tensor, defined: torch.Tensor, num_slots: int, start: torch.Tensor):
+        self.targets, self.defined = targets, defined  # [S, F] signed, [S] bool
+        dev = targets.device
+        self.by_symbol = torch.zeros(targets.shape[0], 2, dtype=torch.float64, device=dev)  # achieved, runs
+        self.by_slot = torch.zeros(num_slots, 2, dtype=torch.float64, device=dev)
+        self.start = start.clone()  # [N, F]: each env's features when its running module started
+        self.slot = torch.zeros(start.shape[0], dtype=torch.long, device=dev)
+
+    def begin(self, mask: torch.Tensor, slot: torch.Tensor, features: torch.Tensor) -> None:
+        """Modules start where ``mask`` (in (task, step) ``slot``) from the state summarised by ``features``."""
+        self.start.copy_(torch.where(mask[:, None], features, self.start))
+        self.slot.copy_(torch.where(mask, slot, self.slot))
+
+    def end(self, completed: torch.Tensor, symbol: torch.Tensor, features: torch.Tensor) -> None:
+        """The runs of ``symbol`` that ended where ``completed``, at the state summarised by ``features``."""
+        S = self.targets.shape[0]
+        s = symbol.clamp(0, S - 1)
+        achieved = ((self.targets.index_select(0, s) * (features - self.start)) > 0).any(-1)
+        counted = completed & (symbol >= 0) & (symbol < S) & self.defined.index_select(0, s)
+        both = torch.stack([(counted & achieved).double(), counted.double()], -1)
+        self.by_symbol.index_add_(0, s, both)
+        self.by_slot.index_add_(0, self.slot, both)
+
+    def summary(self, symbols, slots: dict[int, str] | None = None, reset: bool = True) -> dict[str, float]:
+        """``subgoals/<symbol>/success_rate`` and, for the ``slots`` named (slot → ``<task>/<k>_<symbol>``),
+        ``subgoals/<name>/success_rate``, for those with runs since the last summary."""
+        out: dict[str, float] = {}
+        for name, (achieved, runs) in zip(symbols, self.by_symbol.tolist()):
+            if runs > 0:
+                out[f"subgoals/{name}/success_rate"] = achieved / runs
+        by_slot = self.by_slot.tolist()
+        for slot, name in (slots or {}).items():
+            achieved, runs = by_slot[slot]
+            if runs > 0:
+                out[f"subgoals/{name}/success_rate"] = achieved / runs
+        if reset:
+            self.by_symbol.zero_()
+            self.by_slot.zero_()
+        return out

@@ -136,6 +136,11 @@ class TorchVectorEnv(VectorEnv):
         """Extra per-env fields of ``info["episode"]``, read before the autoreset (e.g. the task)."""
         return {}
 
+    def _step_info(self) -> dict[str, torch.Tensor]:
+        """Extra top-level fields of ``info``, read before the autoreset (e.g. a state summary of the
+        step's end that a reset row's next observation no longer shows)."""
+        return {}
+
     # ------------------------------------------------------------------ Gymnasium API
     def reset(self, *, seed: int | None = None, options: dict[str, Any] | None = None):
         """Reset all envs, or those in ``options["reset_mask"]`` (bool, shape ``(num_envs,)``).
@@ -190,6 +195,7 @@ class TorchVectorEnv(VectorEnv):
                 **self._episode_info(),
             },
             "_episode": done,
+            **self._step_info(),
         }
         obs = self._observe()
         if mode == AutoresetMode.SAME_STEP:

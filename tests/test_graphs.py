@@ -103,7 +103,8 @@ def _state(agent) -> dict:
     state.update(pointer=agent.router.pointer, task=agent.router.task, obs=agent.obs, stats=agent.stats.totals,
                  usage=agent.metrics.usage, durations=agent.metrics.durations, runs=agent.metrics.module_runs,
                  round_success=agent.run_success, episodes=agent.run_episodes, steps=agent.global_step,
-                 max_length=agent.run_max_length, rng=torch.get_rng_state())
+                 max_length=agent.run_max_length, rng=torch.get_rng_state(), subgoals=agent.subgoals.by_slot,
+                 subgoal_start=agent.subgoals.start)
     return state
 
 

@@ -123,3 +123,55 @@ def test_a_heatmap_is_a_labelled_table_and_a_block_image():
     image = heatmap_image(h.values)
     assert image.shape == (32, 32) and image[16:, :16].eq(0.25).all() and image[:16, 16:].eq(0.0).all()
     assert heatmap_image(torch.rand(10, 400)).shape == (10, 400)  # big tables keep one pixel an entry
+
+
+def test_subgoal_success_reads_the_world_state_over_each_module_run():
+    from modrl.envs.craft import KIND, CraftVectorEnv
+    from modrl.metrics import SubgoalMetrics
+
+    env = CraftVectorEnv(4, split="train")
+    sym = {name: i for i, name in enumerate(env.symbols)}
+    start = torch.zeros(4, env.NUM_SUBGOAL_FEATURES)
+    m = SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, num_slots=6, start=start)
+    begun = start.clone()
+    begun[1, KIND["wood"]] = 1.0  # row 1 starts holding a wood
+    m.begin(torch.tensor([True, True, True, False]), torch.tensor([0, 1, 2, 5]), begun)
+    end = begun.clone()
+    end[0, KIND["wood"]] += 1  # row 0, get_wood: a wood picked up
+    end[1, KIND["wood"]] -= 1  # row 1, make1: the wood made into a stick (workshop 1)
+    end[1, KIND["stick"]] += 1
+    end[2, KIND["plank"]] += 1  # row 2, make1: a plank — a workshop-0 product, not make1's job
+    symbols = torch.tensor([sym["get_wood"], sym["make1"], sym["make1"], sym["get_iron"]])
+    m.end(torch.tensor([True, True, True, False]), symbols, end)  # row 3's module still runs
+    s = m.summary(env.symbols, {0: "make[plank]/0_get_wood", 1: "make[stick]/1_make1", 2: "x/2_make1", 5: "y"})
+    assert s == {"subgoals/get_wood/success_rate": 1.0, "subgoals/make1/success_rate": 0.5,
+                 "subgoals/make[plank]/0_get_wood/success_rate": 1.0, "subgoals/make[stick]/1_make1/success_rate": 1.0,
+                 "subgoals/x/2_make1/success_rate": 0.0}
+    assert m.summary(env.symbols) == {}  # reset after reading
+    m.end(torch.tensor([True, False, False, False]), torch.tensor([env.subgoal_targets.shape[0], 0, 0, 0]), end)
+    assert m.summary(env.symbols) == {}  # a choice past the symbols (a learned controller's TERMINATE) is not a run
+
+
+def test_subgoal_targets_of_the_worlds():
+    from modrl.envs.craft import KIND, CraftVectorEnv
+    from modrl.envs.maze import MazeVectorEnv
+
+    craft = CraftVectorEnv(2)
+    target = dict(zip(craft.symbols, craft.subgoal_targets))
+    assert target["get_gem"].nonzero().flatten().tolist() == [KIND["gem"]]
+    assert sorted(target["make1"].nonzero().flatten().tolist()) == sorted(KIND[k] for k in ("stick", "bed", "shears"))
+    indep = CraftVectorEnv(2, sketch_set="independent")
+    assert dict(zip(indep.symbols, indep.subgoal_targets))["make_bed"].nonzero().flatten().tolist() == [KIND["bed"]]
+    maze = MazeVectorEnv(2)
+    assert dict(zip(maze.symbols, maze.subgoal_targets.tolist())) == {
+        "left": [-1.0, 0.0], "down": [0.0, 1.0], "right": [1.0, 0.0], "up": [0.0, -1.0]}
+    assert not MazeVectorEnv(2, sketch_set="independent").subgoal_defined.any()  # whole walks: no target
+
+
+@pytest.mark.parametrize("sketch_set", ["paper", "independent"])
+def test_each_symbol_is_one_module(sketch_set):
+    from modrl.envs.craft import CraftVectorEnv
+    from modrl.envs.maze import MazeVectorEnv
+
+    for env in (CraftVectorEnv(2, sketch_set=sketch_set), MazeVectorEnv(2, sketch_set=sketch_set)):
+        assert len(set(env.symbols)) == len(env.symbols) == int(env.sketches.max()) + 1, env.symbols

@@ -664,3 +664,5 @@ def test_tensorboard_has_per_task_success_and_the_labelled_usage_matrix(tmp_path
     assert (image.width, image.height) == (8 * 16, 10 * 16)  # 10 tasks × 8 modules
     table = acc.Tensors("router/usage_matrix/table/text_summary")[-1].tensor_proto.string_val[0].decode()
     assert table.startswith("|task \\ module|get_wood|get_grass|") and "|make[plank]|" in table
+    scalars = set(acc.Tags()["scalars"])  # per-subgoal success: per symbol, and per (task, sketch step)
+    assert {"subgoals/get_wood/success_rate", "subgoals/make[plank]/1_make0/success_rate"} <= scalars
