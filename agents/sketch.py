@@ -488,6 +488,15 @@ class PolicySketches(OnPolicyAlgorithm):
             action = torch.where(active == self.halt_choice, self.stop_action + 1, action)
         return action
 
+    def subgoal_slots(self, env) -> dict[int, str]:
+        """The (task, sketch step) slots of ``SubgoalMetrics`` named ``<task>/<k>_<symbol>`` (none
+        with a learned router: it follows no sketch)."""
+        if self.learned:
+            return {}
+        L = env.sketches.shape[1]
+        return {t * L + k: f"{task}/{k}_{env.symbols[sym]}" for t, task in enumerate(env.task_names)
+                for k, sym in enumerate(env.sketches[t].tolist()) if sym >= 0}
+
     def _begin_subgoals(self, mask, task, pointer) -> None:
         """Modules start where ``mask``: note the world's state and the (task, sketch step) they serve."""
         if self.subgoals is not None:
@@ -869,11 +878,7 @@ class PolicySketches(OnPolicyAlgorithm):
         out: dict[str, Any] = {k: v for k, v in summary.items() if isinstance(v, float)}
         out["router/usage_matrix"] = self.metrics.usage_heatmap(summary, self.env.task_names)
         if self.subgoals is not None:  # per symbol, and with sketches per (task, step): subgoals/make[bed]/3_make1/…
-            names = self.env.symbols
-            steps = {} if self.learned else {t * self.env.sketches.shape[1] + k: f"{task}/{k}_{names[int(sym)]}"
-                                             for t, task in enumerate(self.env.task_names)
-                                             for k, sym in enumerate(self.env.sketches[t].tolist()) if sym >= 0}
-            out.update(self.subgoals.summary(names, steps))
+            out.update(self.subgoals.summary(self.env.symbols, self.subgoal_slots(self.env)))
         successes, episodes = self.run_success.sum(0)  # the current rounds, over the runs
         for t, name in enumerate(self.env.task_names):
             if float(episodes[t]) > 0:
@@ -963,6 +968,20 @@ class SketchActor:
         self.num_envs = num_envs
         self.router = SketchRouter(agent.sketch_lists, num_envs, agent.num_symbols, agent.device)
         self.controller = CallAndReturn(num_envs, Halting(agent.cfg.max_subtask_steps), agent.cfg.gamma, agent.device)
+        self.env, self.subgoals = None, None
+
+    def watch(self, env) -> None:
+        """Judge each module run's subgoal on ``env``, the evaluation's env (``subgoal_table``)."""
+        if hasattr(env, "subgoal_targets"):
+            self.env = env
+            self.subgoals = SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, env.sketches.numel(),
+                                           env.subgoal_features())
+
+    def subgoal_table(self) -> dict[str, dict[str, float]]:
+        """Subgoal success over the module runs so far, per symbol and per ``<task>/<k>_<symbol>``."""
+        if self.subgoals is None:
+            return {}
+        return self.subgoals.table(self.env.symbols, self.agent.subgoal_slots(self.env))
 
     def start(self, info: dict) -> None:
         """Called with the evaluation env's reset info: point every env at its task's sketch."""
@@ -972,15 +991,20 @@ class SketchActor:
     def act(self, obs: torch.Tensor, deterministic: bool = False) -> torch.Tensor:
         a = self.agent
         task = self.router.task
-        self.controller.decide(a.route(self.router, obs, task, deterministic))
+        need = self.controller.decide(a.route(self.router, obs, task, deterministic))
+        if self.subgoals is not None:
+            L = self.env.sketches.shape[1]
+            self.subgoals.begin(need, task * L + self.router.pointer.clamp(max=L - 1), self.env.subgoal_features())
         forced = self.controller.halting.at_cap(self.controller.steps_in_module)
         self.last_action = a.env_action(obs, self.controller.active, task, forced, deterministic)
         return self.last_action
 
     @torch.no_grad()
     def observe(self, next_obs, reward, terminated, truncated, info) -> None:
-        _, halt, _ = self.controller.step(self.last_action == self.agent.stop_action, reward, terminated, truncated)
+        transition, halt, _ = self.controller.step(self.last_action == self.agent.stop_action, reward, terminated, truncated)
         self.router.advance(halt)
+        if self.subgoals is not None:
+            self.subgoals.end(transition.completed, transition.choice, info["subgoal_features"])
         done = terminated | truncated
         self.router.start(done, info["task"])  # new episodes after the autoreset
 

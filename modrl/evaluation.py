@@ -69,6 +69,8 @@ def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool, 
     obs, reset_info = env.reset(seed=seed)
     if actor is not None and hasattr(actor, "start"):
         actor.start(reset_info)
+    if actor is not None and hasattr(actor, "watch"):
+        actor.watch(env)  # e.g. the sketch agent's subgoal success on this env
     max_steps = int(quota.max()) * env.max_episode_steps + 1
     for _ in range(max_steps):
         action = actor.act(obs, deterministic) if actor is not None else agent.act(obs, deterministic)
@@ -110,10 +112,12 @@ def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool, 
             lo_g, hi_g = wilson_interval(float(s[sel].sum()), k)
             per_group[g] = {"episodes": k, "success_rate": float(s[sel].mean()), "success_ci95": [lo_g, hi_g],
                             "length_mean": float(l[sel].mean()), "return_mean": float(r[sel].mean())}
+    subgoals = actor.subgoal_table() if actor is not None and hasattr(actor, "subgoal_table") else {}
     return {
         "episodes": count,
         **({"per_task": per_task} if per_task else {}),
         **({"per_group": per_group} if per_group else {}),
+        **({"subgoals": subgoals} if subgoals else {}),
         "return_mean": float(r.mean()) if count else float("nan"),
         "return_ci95": Z95 * std / math.sqrt(count) if count else float("nan"),
         "success_rate": float(s.mean()) if count else float("nan"),
@@ -193,9 +197,12 @@ def evaluate_run(
         writer.add_scalar(f"eval/{split}/{key}", result[key], result["global_step"])
     writer.close()
     lo, hi = result["success_ci95"]
+    subgoals = result.get("subgoals", {})
     for name, r in result.get("per_task", {}).items():
+        steps = "  ·  ".join(f"{k.split('_', 1)[1]} {v['success_rate']:.2f}" for k, v in subgoals.items()
+                             if k.startswith(f"{name}/"))
         print(f"  {name:16s} success {r['success_rate']:.3f} [{r['success_ci95'][0]:.3f}, {r['success_ci95'][1]:.3f}] "
-              f"({r['episodes']} episodes)", file=sys.stderr)
+              f"({r['episodes']} episodes)" + (f"   subgoals: {steps}" if steps else ""), file=sys.stderr)
     print(
         f"modrl eval [{split}] {result['episodes']} episodes at step {result['global_step']:,}: "
         f"return {result['return_mean']:.3f} ± {result['return_ci95']:.3f}, "

@@ -185,18 +185,21 @@ class SubgoalMetrics:
         self.by_symbol.index_add_(0, s, both)
         self.by_slot.index_add_(0, self.slot, both)
 
+    def table(self, symbols, slots: dict[int, str] | None = None) -> dict[str, dict[str, float]]:
+        """``{name: {"runs", "success_rate"}}`` for each symbol and each named (task, step) slot with runs."""
+        out = {}
+        rows = [*zip(symbols, self.by_symbol.tolist())]
+        by_slot = self.by_slot.tolist()
+        rows += [(name, by_slot[slot]) for slot, name in (slots or {}).items()]
+        for name, (achieved, runs) in rows:
+            if runs > 0:
+                out[name] = {"runs": int(runs), "success_rate": achieved / runs}
+        return out
+
     def summary(self, symbols, slots: dict[int, str] | None = None, reset: bool = True) -> dict[str, float]:
         """``subgoals/<symbol>/success_rate`` and, for the ``slots`` named (slot → ``<task>/<k>_<symbol>``),
         ``subgoals/<name>/success_rate``, for those with runs since the last summary."""
-        out: dict[str, float] = {}
-        for name, (achieved, runs) in zip(symbols, self.by_symbol.tolist()):
-            if runs > 0:
-                out[f"subgoals/{name}/success_rate"] = achieved / runs
-        by_slot = self.by_slot.tolist()
-        for slot, name in (slots or {}).items():
-            achieved, runs = by_slot[slot]
-            if runs > 0:
-                out[f"subgoals/{name}/success_rate"] = achieved / runs
+        out = {f"subgoals/{name}/success_rate": r["success_rate"] for name, r in self.table(symbols, slots).items()}
         if reset:
             self.by_symbol.zero_()
             self.by_slot.zero_()

@@ -444,6 +444,7 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     (row,) = summary["rows"]
     assert summary["threads_per_seed"] == 1
     assert row["episodes"] == 32 and set(row["zero_shot_per_task"]) == {"make[bed]", "make[axe]"}
+    assert "make[bed]/0_get_wood" in row["zero_shot_subgoals"]
     assert len(row["multitask_per_task"]) == 8 and set(row["adaptation_per_task"]) == {"make[bed]", "make[axe]"}
     assert summary["seeds_short_of_the_longest_sketch"] == 1  # 32 episodes do not get far
     assert isinstance(row["no_op_steps"], list)
@@ -650,6 +651,8 @@ def test_each_curriculum_promotion_keeps_a_checkpoint(tmp_path):
 def test_tensorboard_has_per_task_success_and_the_labelled_usage_matrix(tmp_path):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    from modrl.evaluation import evaluate_run
+
     from modrl.config import load_config
     from modrl.trainer import train
 
@@ -666,3 +669,7 @@ def test_tensorboard_has_per_task_success_and_the_labelled_usage_matrix(tmp_path
     assert table.startswith("|task \\ module|get_wood|get_grass|") and "|make[plank]|" in table
     scalars = set(acc.Tags()["scalars"])  # per-subgoal success: per symbol, and per (task, sketch step)
     assert {"subgoals/get_wood/success_rate", "subgoals/make[plank]/1_make0/success_rate"} <= scalars
+    result = evaluate_run(run, episodes=20, split="heldout")  # zero-shot, with each sketch step's subgoal success
+    assert {"get_wood", "make1", "make[bed]/3_make1", "make[axe]/3_make0"} <= set(result["subgoals"])
+    assert all(0 <= r["success_rate"] <= 1 and r["runs"] > 0 for r in result["subgoals"].values())
+    assert not any(k.startswith("make[plank]/") for k in result["subgoals"])  # only the split's tasks ran

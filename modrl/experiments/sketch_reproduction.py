@@ -165,6 +165,8 @@ def evaluate_seed(job: dict, run: Path, state: dict) -> dict:
         zero_shot = evaluate_run(run, episodes=job["eval_episodes"], split="heldout")
         row["zero_shot"] = zero_shot["success_rate"]
         row["zero_shot_per_task"] = {t: r["success_rate"] for t, r in zero_shot["per_task"].items()}
+        # each held-out sketch step's subgoal success (e.g. make[bed]/3_make1: the last module's job done)
+        row["zero_shot_subgoals"] = {k: r["success_rate"] for k, r in zero_shot.get("subgoals", {}).items() if "/" in k}
     if load_config(job["config"], job["overrides"]).env.id == "modrl/Craft-v0":  # which sketch steps' modules have become no-ops (sketch_trace)
         from modrl.experiments.sketch_trace import no_op_steps
 
