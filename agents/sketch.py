@@ -279,8 +279,7 @@ class PolicySketches(OnPolicyAlgorithm):
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev,
                                          module_names=getattr(env, "symbols", None))
         # subgoal success per symbol and per (task, sketch step), judged on the world's state (envs/sketch_tasks.py)
-        self.subgoals = (SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, env.sketches.numel(), env.subgoal_features())
-                         if hasattr(env, "subgoal_targets") else None)
+        self.subgoals = self.subgoal_metrics(env)
         # with rollout_steps: the episodes in progress, carried from one update to the next
         self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
         self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
@@ -488,20 +487,36 @@ class PolicySketches(OnPolicyAlgorithm):
             action = torch.where(active == self.halt_choice, self.stop_action + 1, action)
         return action
 
+    # ------------------------------------------------------------------ subgoal success (metrics only)
+    @staticmethod
+    def subgoal_metrics(env) -> SubgoalMetrics | None:
+        """Subgoal counters for ``env`` (None if it defines no subgoals): one slot per (task, sketch
+        step), ``task · L + k``, then one per symbol for a learned router, which follows no sketch."""
+        if not hasattr(env, "subgoal_targets"):
+            return None
+        symbols = torch.arange(len(env.symbols), device=env.sketches.device)
+        slot_symbol = torch.cat([env.sketches.flatten().clamp(min=0), symbols])
+        return SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, slot_symbol, env.num_envs)
+
+    def subgoal_slot(self, env, task, pointer, symbol) -> torch.Tensor:
+        """The slot of modules of ``symbol`` starting at sketch step ``pointer`` of ``task``."""
+        T, L = env.sketches.shape
+        if self.learned:
+            return T * L + symbol.clamp(0, len(env.symbols) - 1)
+        return task * L + pointer.clamp(max=L - 1)
+
     def subgoal_slots(self, env) -> dict[int, str]:
-        """The (task, sketch step) slots of ``SubgoalMetrics`` named ``<task>/<k>_<symbol>`` (none
-        with a learned router: it follows no sketch)."""
+        """The (task, sketch step) slots named ``<task>/<k>_<symbol>`` (none with a learned router)."""
         if self.learned:
             return {}
         L = env.sketches.shape[1]
         return {t * L + k: f"{task}/{k}_{env.symbols[sym]}" for t, task in enumerate(env.task_names)
                 for k, sym in enumerate(env.sketches[t].tolist()) if sym >= 0}
 
-    def _begin_subgoals(self, mask, task, pointer) -> None:
-        """Modules start where ``mask``: note the world's state and the (task, sketch step) they serve."""
+    def _begin_subgoals(self, mask, task, pointer, symbol) -> None:
+        """Modules of ``symbol`` start where ``mask``: note the world's state and the slot they serve."""
         if self.subgoals is not None:
-            L = self.env.sketches.shape[1]
-            self.subgoals.begin(mask, task * L + pointer.clamp(max=L - 1), self.env.subgoal_features())
+            self.subgoals.begin(mask, self.subgoal_slot(self.env, task, pointer, symbol), symbol, self.env.subgoal_features())
 
     def _end_subgoals(self, completed, symbol, info) -> None:
         """Module runs of ``symbol`` ended where ``completed``: did they do their job (``info`` of the step)?"""
@@ -538,7 +553,7 @@ class PolicySketches(OnPolicyAlgorithm):
             ctrl.decide(self.route(router, obs, task))
             halting = ctrl.active == self.halt_choice  # only the learned controller chooses it
             self.metrics.record_decisions(task, ctrl.active, need & ~halting)
-            self._begin_subgoals(need & ~halting, task, router.pointer)
+            self._begin_subgoals(need & ~halting, task, router.pointer, ctrl.active)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
             if bool(alive.all()):
                 action = self.env_action(obs, ctrl.active, task, forced)
@@ -628,7 +643,7 @@ class PolicySketches(OnPolicyAlgorithm):
             task = router.task
             need = ctrl.decide(router.route().choice)
             self.metrics.record_decisions(task, ctrl.active, need)
-            self._begin_subgoals(need, task, router.pointer)
+            self._begin_subgoals(need, task, router.pointer, ctrl.active)
             forced = ctrl.halting.at_cap(ctrl.steps_in_module)
             module = self._module_index(ctrl.active)
             if self.sparse:
@@ -972,10 +987,7 @@ class SketchActor:
 
     def watch(self, env) -> None:
         """Judge each module run's subgoal on ``env``, the evaluation's env (``subgoal_table``)."""
-        if hasattr(env, "subgoal_targets"):
-            self.env = env
-            self.subgoals = SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, env.sketches.numel(),
-                                           env.subgoal_features())
+        self.env, self.subgoals = env, self.agent.subgoal_metrics(env)
 
     def subgoal_table(self) -> dict[str, dict[str, float]]:
         """Subgoal success over the module runs so far, per symbol and per ``<task>/<k>_<symbol>``."""
@@ -993,8 +1005,9 @@ class SketchActor:
         task = self.router.task
         need = self.controller.decide(a.route(self.router, obs, task, deterministic))
         if self.subgoals is not None:
-            L = self.env.sketches.shape[1]
-            self.subgoals.begin(need, task * L + self.router.pointer.clamp(max=L - 1), self.env.subgoal_features())
+            active = self.controller.active
+            slot = a.subgoal_slot(self.env, task, self.router.pointer, active)
+            self.subgoals.begin(need, slot, active, self.env.subgoal_features())
         forced = self.controller.halting.at_cap(self.controller.steps_in_module)
         self.last_action = a.env_action(obs, self.controller.active, task, forced, deterministic)
         return self.last_action

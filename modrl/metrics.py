@@ -152,55 +152,67 @@ class ModularityMetrics:
 
 
 class SubgoalMetrics:
-    """Subgoal success: how often a module run does its symbol's job, per symbol and per (task,
-    sketch step) — the sub-policies of Andreas et al. (2017, §3) each own one subgoal of the sketch.
+    """Subgoal success: how often a module run does its symbol's job, per symbol and per slot (a
+    (task, sketch step)) — the sub-policies of Andreas et al. (2017, §3) each own one subgoal.
 
     A run of symbol s achieved its subgoal when ``targets[s] · (features at its end − features at
     its start)`` has a positive entry (the env's ``subgoal_targets`` and ``subgoal_features``, e.g.
     Craft's ``get_wood``: wood count rose; ``make1``: one of workshop 1's products rose); symbols
-    with no target (``defined`` False) are not counted. Counters live on the device and are
-    updated in place (a captured rollout replays them); :meth:`summary` reads and resets them.
+    with no target (``defined`` False) and choices past the symbols (a controller's TERMINATE) are
+    not counted. Only each symbol's target features are kept and compared (Craft: at most 3 of 21).
+    Each slot serves one symbol (``slot_symbol``), so the per-symbol counts are sums of slots'.
+    Counters live on the device and are updated in place (a captured rollout replays them);
+    :meth:`summary` reads and resets them.
     """
 
-    def __init__(self, targets: torch.Tensor, defined: torch.Tensor, num_slots: int, start: torch.Tensor):
-        self.targets, self.defined = targets, defined  # [S, F] signed, [S] bool
-        dev = targets.device
-        self.by_symbol = torch.zeros(targets.shape[0], 2, dtype=torch.float64, device=dev)  # achieved, runs
-        self.by_slot = torch.zeros(num_slots, 2, dtype=torch.float64, device=dev)
-        self.start = start.clone()  # [N, F]: each env's features when its running module started
-        self.slot = torch.zeros(start.shape[0], dtype=torch.long, device=dev)
+    def __init__(self, targets: torch.Tensor, defined: torch.Tensor, slot_symbol: torch.Tensor, num_envs: int):
+        S, dev = targets.shape[0], targets.device
+        width = max(1, int((targets != 0).sum(1).max()))
+        index = torch.zeros(S + 1, width, dtype=torch.long)  # row S: the uncounted choices
+        sign = torch.zeros(S + 1, width)
+        for sym in range(S):
+            features = torch.nonzero(targets[sym].cpu()).flatten()
+            index[sym, : len(features)] = features
+            sign[sym, : len(features)] = targets[sym].cpu()[features]
+        self.index, self.sign = index.to(dev), sign.to(dev)
+        self.counted = torch.cat([defined.bool(), defined.new_zeros(1, dtype=torch.bool)]).to(dev)
+        self.num_symbols = S
+        self.slot_symbol = slot_symbol.to(dev)  # [num_slots]
+        self.by_slot = torch.zeros(len(slot_symbol), 2, dtype=torch.float64, device=dev)  # achieved, runs
+        self.start = torch.zeros(num_envs, width, device=dev)  # each env's running module's target features at its start
+        self.slot = torch.zeros(num_envs, dtype=torch.long, device=dev)
 
-    def begin(self, mask: torch.Tensor, slot: torch.Tensor, features: torch.Tensor) -> None:
-        """Modules start where ``mask`` (in (task, step) ``slot``) from the state summarised by ``features``."""
-        self.start.copy_(torch.where(mask[:, None], features, self.start))
+    def _row(self, symbol: torch.Tensor) -> torch.Tensor:
+        S = self.num_symbols
+        return torch.where((symbol >= 0) & (symbol < S), symbol, S)
+
+    def begin(self, mask: torch.Tensor, slot: torch.Tensor, symbol: torch.Tensor, features: torch.Tensor) -> None:
+        """Modules of ``symbol`` start where ``mask``, in ``slot``, from the state summarised by ``features``."""
+        at_start = features.gather(1, self.index.index_select(0, self._row(symbol)))
+        self.start.copy_(torch.where(mask[:, None], at_start, self.start))
         self.slot.copy_(torch.where(mask, slot, self.slot))
 
     def end(self, completed: torch.Tensor, symbol: torch.Tensor, features: torch.Tensor) -> None:
         """The runs of ``symbol`` that ended where ``completed``, at the state summarised by ``features``."""
-        S = self.targets.shape[0]
-        s = symbol.clamp(0, S - 1)
-        achieved = ((self.targets.index_select(0, s) * (features - self.start)) > 0).any(-1)
-        counted = completed & (symbol >= 0) & (symbol < S) & self.defined.index_select(0, s)
-        both = torch.stack([(counted & achieved).double(), counted.double()], -1)
-        self.by_symbol.index_add_(0, s, both)
-        self.by_slot.index_add_(0, self.slot, both)
+        row = self._row(symbol)
+        delta = features.gather(1, self.index.index_select(0, row)) - self.start
+        achieved = (delta * self.sign.index_select(0, row) > 0).any(-1)
+        counted = completed & self.counted.index_select(0, row)
+        self.by_slot.view(-1).index_add_(0, torch.cat([self.slot * 2, self.slot * 2 + 1]),
+                                         torch.cat([counted & achieved, counted]).double())
 
     def table(self, symbols, slots: dict[int, str] | None = None) -> dict[str, dict[str, float]]:
-        """``{name: {"runs", "success_rate"}}`` for each symbol and each named (task, step) slot with runs."""
-        out = {}
-        rows = [*zip(symbols, self.by_symbol.tolist())]
-        by_slot = self.by_slot.tolist()
-        rows += [(name, by_slot[slot]) for slot, name in (slots or {}).items()]
-        for name, (achieved, runs) in rows:
-            if runs > 0:
-                out[name] = {"runs": int(runs), "success_rate": achieved / runs}
-        return out
+        """``{name: {"runs", "success_rate"}}`` for each symbol and each named slot with runs."""
+        by_slot = self.by_slot.cpu()
+        by_symbol = torch.zeros(self.num_symbols, 2, dtype=torch.float64).index_add_(0, self.slot_symbol.cpu(), by_slot)
+        rows = [*zip(symbols, by_symbol.tolist())]
+        rows += [(name, by_slot[slot].tolist()) for slot, name in (slots or {}).items()]
+        return {name: {"runs": int(runs), "success_rate": achieved / runs} for name, (achieved, runs) in rows if runs > 0}
 
     def summary(self, symbols, slots: dict[int, str] | None = None, reset: bool = True) -> dict[str, float]:
         """``subgoals/<symbol>/success_rate`` and, for the ``slots`` named (slot → ``<task>/<k>_<symbol>``),
         ``subgoals/<name>/success_rate``, for those with runs since the last summary."""
         out = {f"subgoals/{name}/success_rate": r["success_rate"] for name, r in self.table(symbols, slots).items()}
         if reset:
-            self.by_symbol.zero_()
             self.by_slot.zero_()
         return out

@@ -131,25 +131,30 @@ def test_subgoal_success_reads_the_world_state_over_each_module_run():
 
     env = CraftVectorEnv(4, split="train")
     sym = {name: i for i, name in enumerate(env.symbols)}
-    start = torch.zeros(4, env.NUM_SUBGOAL_FEATURES)
-    m = SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, num_slots=6, start=start)
-    begun = start.clone()
+    symbols = torch.tensor([sym["get_wood"], sym["make1"], sym["make1"], sym["get_iron"]])
+    slot_symbol = torch.tensor([sym["get_wood"], sym["make1"], sym["make1"], 0, 0, sym["get_iron"]])
+    m = SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, slot_symbol, num_envs=4)
+    begun = torch.zeros(4, env.NUM_SUBGOAL_FEATURES)
     begun[1, KIND["wood"]] = 1.0  # row 1 starts holding a wood
-    m.begin(torch.tensor([True, True, True, False]), torch.tensor([0, 1, 2, 5]), begun)
+    m.begin(torch.tensor([True, True, True, True]), torch.tensor([0, 1, 2, 5]), symbols, begun)
     end = begun.clone()
     end[0, KIND["wood"]] += 1  # row 0, get_wood: a wood picked up
     end[1, KIND["wood"]] -= 1  # row 1, make1: the wood made into a stick (workshop 1)
     end[1, KIND["stick"]] += 1
     end[2, KIND["plank"]] += 1  # row 2, make1: a plank — a workshop-0 product, not make1's job
-    symbols = torch.tensor([sym["get_wood"], sym["make1"], sym["make1"], sym["get_iron"]])
-    m.end(torch.tensor([True, True, True, False]), symbols, end)  # row 3's module still runs
+    end[3, KIND["iron"]] += 1  # row 3, get_iron: done, but its module has not stopped yet
+    m.end(torch.tensor([True, True, True, False]), symbols, end)
     s = m.summary(env.symbols, {0: "make[plank]/0_get_wood", 1: "make[stick]/1_make1", 2: "x/2_make1", 5: "y"})
     assert s == {"subgoals/get_wood/success_rate": 1.0, "subgoals/make1/success_rate": 0.5,
                  "subgoals/make[plank]/0_get_wood/success_rate": 1.0, "subgoals/make[stick]/1_make1/success_rate": 1.0,
                  "subgoals/x/2_make1/success_rate": 0.0}
     assert m.summary(env.symbols) == {}  # reset after reading
-    m.end(torch.tensor([True, False, False, False]), torch.tensor([env.subgoal_targets.shape[0], 0, 0, 0]), end)
-    assert m.summary(env.symbols) == {}  # a choice past the symbols (a learned controller's TERMINATE) is not a run
+    m.end(torch.tensor([False, False, False, True]), symbols, end)  # now it stops
+    assert m.summary(env.symbols, {5: "y"}) == {"subgoals/get_iron/success_rate": 1.0, "subgoals/y/success_rate": 1.0}
+    halt = torch.full((4,), len(env.symbols))  # a choice past the symbols (a learned controller's TERMINATE)
+    m.begin(torch.ones(4, dtype=torch.bool), torch.zeros(4, dtype=torch.long), halt, begun)
+    m.end(torch.ones(4, dtype=torch.bool), halt, end)
+    assert m.summary(env.symbols) == {}  # is not a module run
 
 
 def test_subgoal_targets_of_the_worlds():
