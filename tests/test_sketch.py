@@ -454,6 +454,7 @@ def test_reproduction_script_trains_evaluates_and_adapts(tmp_path, capsys):
     assert isinstance(row["no_op_steps"], list)
     out, err = capsys.readouterr()
     assert "| zero_shot |" in out
+    assert "seed 3: zero-shot make[bed]" in out and "subgoals get_wood" in out  # each held-out step's subgoal success
     assert "32 / 32 episodes (100.0%)" in err  # each run reports its progress in plain lines
     assert row["train_seconds"] > 0
     from modrl.checkpoint import latest_checkpoint, load_checkpoint
