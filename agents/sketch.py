@@ -278,8 +278,10 @@ class PolicySketches(OnPolicyAlgorithm):
         self.total_env_steps = total_steps * R  # total_steps, like max_episodes, is a budget per run
         self.metrics = ModularityMetrics(self.num_tasks, self.num_symbols, max_duration=cfg.max_subtask_steps, device=dev,
                                          module_names=getattr(env, "symbols", None))
-        # subgoal success per symbol and per (task, sketch step), judged on the world's state (envs/sketch_tasks.py)
-        self.subgoals = self.subgoal_metrics(env)
+        # subgoal success per symbol and per (task, sketch step), judged on the world's state (envs/sketch_tasks.py);
+        # not for a learned router over fresh modules (the option-critic-style baseline): no sketch ever binds a
+        # module to its symbol there, so "get_wood" is a name only (its runs were seen making sticks and shears)
+        self.subgoals = self.subgoal_metrics(env) if self.binds_symbols else None
         # with rollout_steps: the episodes in progress, carried from one update to the next
         self.router = SketchRouter(self.sketch_lists, n, self.num_symbols, dev)
         self.controller = CallAndReturn(n, Halting(cfg.max_subtask_steps), cfg.gamma, dev)
@@ -497,6 +499,12 @@ class PolicySketches(OnPolicyAlgorithm):
         symbols = torch.arange(len(env.symbols), device=env.sketches.device)
         slot_symbol = torch.cat([env.sketches.flatten().clamp(min=0), symbols])
         return SubgoalMetrics(env.subgoal_targets, env.subgoal_defined, slot_symbol, env.num_envs)
+
+    @property
+    def binds_symbols(self) -> bool:
+        """Whether module k does symbol k's job by construction: a sketch routes to it, or the modules
+        come from a sketch-trained inventory (``init_modules``, e.g. adaptation)."""
+        return not self.learned or bool(self.cfg.init_modules)
 
     def subgoal_slot(self, env, task, pointer, symbol) -> torch.Tensor:
         """The slot of modules of ``symbol`` starting at sketch step ``pointer`` of ``task``."""
@@ -987,7 +995,7 @@ class SketchActor:
 
     def watch(self, env) -> None:
         """Judge each module run's subgoal on ``env``, the evaluation's env (``subgoal_table``)."""
-        self.env, self.subgoals = env, self.agent.subgoal_metrics(env)
+        self.env, self.subgoals = env, self.agent.subgoal_metrics(env) if self.agent.binds_symbols else None
 
     def subgoal_table(self) -> dict[str, dict[str, float]]:
         """Subgoal success over the module runs so far, per symbol and per ``<task>/<k>_<symbol>``."""

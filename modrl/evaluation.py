@@ -203,6 +203,9 @@ def evaluate_run(
                              if k.startswith(f"{name}/"))
         print(f"  {name:16s} success {r['success_rate']:.3f} [{r['success_ci95'][0]:.3f}, {r['success_ci95'][1]:.3f}] "
               f"({r['episodes']} episodes)" + (f"   subgoals: {steps}" if steps else ""), file=sys.stderr)
+    by_module = "  ·  ".join(f"{k} {v['success_rate']:.2f}" for k, v in subgoals.items() if "/" not in k)
+    if by_module:
+        print(f"  subgoal success by module: {by_module}", file=sys.stderr)
     print(
         f"modrl eval [{split}] {result['episodes']} episodes at step {result['global_step']:,}: "
         f"return {result['return_mean']:.3f} ± {result['return_ci95']:.3f}, "

@@ -388,6 +388,7 @@ def test_learned_routing_terminates_and_adapts_from_a_trained_inventory(tmp_path
     assert (halted <= last).all()  # TERMINATE ends the episode at once
     metrics = agent.train_iteration()
     assert metrics["losses/router_loss"] != 0.0
+    assert agent.subgoals is None  # fresh modules under a learned router: no module is bound to its symbol
     # adaptation: modules loaded from a trained run, frozen or fine-tuned
     source = make(num_envs=8)
     source.train_iteration()
@@ -401,6 +402,7 @@ def test_learned_routing_terminates_and_adapts_from_a_trained_inventory(tmp_path
     frozen.start(1)
     before = {k: v.clone() for k, v in frozen.policy.state_dict().items()}
     frozen.train_iteration()
+    assert any(k.startswith("subgoals/") for k in frozen.log_extras())  # sketch-trained modules: their subgoals count
     after = frozen.policy.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before if k.startswith("subpolicies."))
     assert any(not torch.equal(before[k], after[k]) for k in before if k.startswith("router."))
