@@ -20,6 +20,19 @@ class CheckpointError(FileNotFoundError):
     """A missing or unreadable checkpoint or run directory."""
 
 
+def load_fitting(load, state, path) -> None:
+    """``load(state)`` (a ``load_state_dict``), a :class:`CheckpointError` naming ``path`` if the saved
+    tensors do not fit what the run's config builds (e.g. a checkpoint from an older version)."""
+    try:
+        load(state)
+    except (RuntimeError, KeyError) as e:
+        lines = [line.strip() for line in str(e).strip().splitlines() if line.strip()]
+        first = (lines[1] if len(lines) > 1 and lines[0].startswith("Error(s) in loading") else
+                 lines[0] if lines else type(e).__name__)  # torch's header, then the first mismatch
+        raise CheckpointError(f"{path}: the checkpoint does not fit the agent its run's config builds ({first}); "
+                              "was it written by an older modrl?") from None
+
+
 def _write_atomic(path: str | Path, write: Callable[[BinaryIO], None]) -> Path:
     """Write ``path`` through a synced temporary file and a rename: never a half-written file."""
     path = Path(path)

@@ -18,7 +18,7 @@ import gymnasium as gym
 import torch
 import yaml
 
-from modrl.checkpoint import latest_checkpoint, load_checkpoint
+from modrl.checkpoint import latest_checkpoint, load_checkpoint, load_fitting
 from modrl.config import run_config_from_dict
 
 Z95 = 1.959963984540054
@@ -183,7 +183,7 @@ def evaluate_run(
     agent = make_agent(cfg, env)
     if split_weights is not None:  # evaluate on the split's tasks, not the training curriculum's
         env.set_task_distribution(split_weights)
-    agent.policy.load_state_dict(ckpt["agent"]["policy"])
+    load_fitting(agent.policy.load_state_dict, ckpt["agent"]["policy"], ckpt_path)
     agent.policy.eval()
     seed = cfg.seed + 1_000_003 if seed is None else seed
     result = evaluate(agent, env, episodes, seed=seed, deterministic=deterministic)

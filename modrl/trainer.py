@@ -27,7 +27,8 @@ import yaml
 
 import modrl.envs  # noqa: F401  (registers the environments)
 from modrl.algorithm import NonFiniteLossError, OnPolicyAlgorithm
-from modrl.checkpoint import checkpoint_dir, latest_checkpoint, load_checkpoint, save_atomic, save_checkpoint, save_text_atomic
+from modrl.checkpoint import (checkpoint_dir, latest_checkpoint, load_checkpoint, load_fitting, save_atomic, save_checkpoint,
+                              save_text_atomic)
 from modrl.config import (ConfigError, RunConfig, agent_name, agent_registry, load_config, resume_overrides,
                           run_config_from_dict, to_dict)
 from modrl.logger import Progress, RunLogger
@@ -265,8 +266,8 @@ def train(
         logger = RunLogger(run_dir)
         logger.hyperparameters(to_dict(cfg))
     else:
-        env.load_state_dict(ckpt["env"])
-        agent.load_state_dict(ckpt["agent"])
+        load_fitting(env.load_state_dict, ckpt["env"], ckpt_path)
+        load_fitting(agent.load_state_dict, ckpt["agent"], ckpt_path)
         torch.set_rng_state(ckpt["rng"]["torch"])
         if "cuda" in ckpt["rng"] and torch.cuda.is_available():
             torch.cuda.set_rng_state_all(ckpt["rng"]["cuda"])

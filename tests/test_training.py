@@ -236,3 +236,19 @@ def test_a_stop_signal_saves_a_checkpoint(tmp_path, signum):
     assert step > 0
     assert main(["train", "--resume", str(run_dir), "--set", f"total_steps={step + 16 * 32}"]) == 0
     assert load_checkpoint(latest_checkpoint(run_dir))["global_step"] == step + 16 * 32
+
+
+def test_a_checkpoint_that_does_not_fit_is_named(tmp_path, capsys):
+    """A checkpoint whose tensors do not fit what its config builds (e.g. from an older version with
+    another module count): eval and resume say which file and what, without a torch traceback."""
+    run_dir = train(load_config(FOURROOMS, [f"run_root={tmp_path}", "total_steps=2048", "env.num_envs=16",
+                                            "agent.num_steps=32", "eval_episodes=0", "progress=false"]))
+    path = latest_checkpoint(run_dir)
+    state = torch.load(path, weights_only=True)
+    name = next(k for k, v in state["agent"]["policy"].items() if v.dim() == 2)
+    state["agent"]["policy"][name] = state["agent"]["policy"][name][:-1]  # one row fewer
+    torch.save(state, path)
+    for argv in (["eval", str(run_dir), "--episodes", "8"], ["train", "--resume", str(run_dir), "--set", "total_steps=4096"]):
+        assert main(argv) == 2
+        err = capsys.readouterr().err
+        assert f"{path}: the checkpoint does not fit" in err and "size mismatch" in err and "Traceback" not in err
