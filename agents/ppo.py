@@ -50,6 +50,7 @@ class PPOConfig:
         "hidden_size": ">= 1", "num_layers": ">= 1"}
     """Bounds of the numeric keys (``modrl.config.check_ranges``)."""
 
+
 class PPO(OnPolicyAlgorithm):
     def __init__(self, cfg: PPOConfig, env, total_steps: int):
         super().__init__(env, total_steps, cfg.num_steps * env.num_envs)

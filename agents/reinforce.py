@@ -43,6 +43,7 @@ class ReinforceConfig:
         "hidden_size": ">= 1", "num_layers": ">= 1"}
     """Bounds of the numeric keys (``modrl.config.check_ranges``)."""
 
+
 class Reinforce(OnPolicyAlgorithm):
     def __init__(self, cfg: ReinforceConfig, env, total_steps: int):
         super().__init__(env, total_steps, cfg.num_steps * env.num_envs)

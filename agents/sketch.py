@@ -160,6 +160,7 @@ class SketchConfig:
         "ppo_epochs": ">= 1", "ppo_minibatches": ">= 1", "clip_coef": ">= 0", "rollout_steps": ">= 0", "num_runs": ">= 1"}
     """Bounds of the numeric keys (``modrl.config.check_ranges``)."""
 
+
 class PolicySketches(OnPolicyAlgorithm):
     def __init__(self, cfg: SketchConfig, env, total_steps: int):
         super().__init__(env, total_steps, env.num_envs * (cfg.rollout_steps or env.max_episode_steps))
