@@ -389,6 +389,7 @@ def test_learned_routing_terminates_and_adapts_from_a_trained_inventory(tmp_path
     metrics = agent.train_iteration()
     assert metrics["losses/router_loss"] != 0.0
     assert agent.subgoals is None  # fresh modules under a learned router: no module is bound to its symbol
+    assert PolicySketches(SketchConfig(subgoal_metrics=False), CraftVectorEnv(4), 10**9).subgoals is None  # switched off
     # adaptation: modules loaded from a trained run, frozen or fine-tuned
     source = make(num_envs=8)
     source.train_iteration()
