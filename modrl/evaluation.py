@@ -127,6 +127,12 @@ def _run_episodes(agent, env, episodes: int, *, seed: int, deterministic: bool, 
     }
 
 
+def subgoal_steps(rates: dict[str, float], task: str) -> list[tuple[str, float]]:
+    """``(symbol, success)`` of each sketch step of ``task`` from subgoal success rates keyed
+    ``<task>/<k>_<symbol>`` (an evaluation's ``subgoals``), in step order; per-symbol keys are left out."""
+    return [(key.split("/", 1)[1].split("_", 1)[1], rate) for key, rate in rates.items() if key.startswith(f"{task}/")]
+
+
 def read_run_config(run_dir: str | Path):
     """The resolved config of a run directory (its ``config.yaml``)."""
     run_dir = Path(run_dir)
@@ -197,13 +203,12 @@ def evaluate_run(
         writer.add_scalar(f"eval/{split}/{key}", result[key], result["global_step"])
     writer.close()
     lo, hi = result["success_ci95"]
-    subgoals = result.get("subgoals", {})
+    subgoals = {k: v["success_rate"] for k, v in result.get("subgoals", {}).items()}
     for name, r in result.get("per_task", {}).items():
-        steps = "  ·  ".join(f"{k.split('_', 1)[1]} {v['success_rate']:.2f}" for k, v in subgoals.items()
-                             if k.startswith(f"{name}/"))
+        steps = "  ·  ".join(f"{symbol} {rate:.2f}" for symbol, rate in subgoal_steps(subgoals, name))
         print(f"  {name:16s} success {r['success_rate']:.3f} [{r['success_ci95'][0]:.3f}, {r['success_ci95'][1]:.3f}] "
               f"({r['episodes']} episodes)" + (f"   subgoals: {steps}" if steps else ""), file=sys.stderr)
-    by_module = "  ·  ".join(f"{k} {v['success_rate']:.2f}" for k, v in subgoals.items() if "/" not in k)
+    by_module = "  ·  ".join(f"{k} {rate:.2f}" for k, rate in subgoals.items() if "/" not in k)
     if by_module:
         print(f"  subgoal success by module: {by_module}", file=sys.stderr)
     print(

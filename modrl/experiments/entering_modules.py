@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import multiprocessing
 import time
 from pathlib import Path
 from typing import Any
@@ -92,13 +91,10 @@ def main(argv: list[str] | None = None) -> dict[str, Any]:
         p.error("--draws, --updates and --every must be >= 1")
     jobs = [(args.run, args.level, d, args.updates, args.every, tuple(args.set)) for d in range(args.draws)]
     from modrl.cli import user_errors
+    from modrl.experiments.sketch_reproduction import map_in_processes
 
     with user_errors("entering_modules"):
-        if args.parallel > 1:
-            with multiprocessing.get_context("spawn").Pool(args.parallel) as pool:
-                results = pool.map(_star, jobs)
-        else:
-            results = [_star(j) for j in jobs]
+        results = map_in_processes(_star, jobs, args.parallel)
     for r in results:
         for m, shares in r["immediate_stop"].items():
             print(f"draw {r['draw']}: {m} immediate STOP every {r['every']} updates: {shares}")

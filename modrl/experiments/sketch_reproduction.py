@@ -304,10 +304,11 @@ def reproduce(args: argparse.Namespace) -> None:
     how = f"side by side in one process, seed {args.seeds[0]}" if args.batched else f"{args.parallel} at once"
     print(f"{len(rows)} {'runs' if args.batched else 'seeds'}, {args.episodes:,} episodes each, {wall / 60:.1f} min wall time "
           f"({how}); curriculum: {summary['seeds_short_of_the_longest_sketch']} run(s) did not reach the longest sketches")
+    from modrl.evaluation import subgoal_steps
+
     for r in rows:  # which held-out sketch step fails: each step's subgoal success (its module did its job)
         for task in r.get("zero_shot_per_task", {}):
-            steps = [(k.split("/", 1)[1].split("_", 1)[1], v) for k, v in r.get("zero_shot_subgoals", {}).items()
-                     if k.startswith(f"{task}/")]
+            steps = subgoal_steps(r.get("zero_shot_subgoals", {}), task)
             if steps:
                 print(f"{label(r)}: zero-shot {task} {r['zero_shot_per_task'][task]:.3f}; subgoals "
                       + " → ".join(f"{name} {v:.2f}" for name, v in steps))
