@@ -11,7 +11,7 @@
   entropy bonus 0.001; RMSProp 1e-3; the summed gradients rescaled by min(1, 1/Σg²) (the original's
   sum-of-squares rule; ``grad_scaling: norm`` clips the norm to 1 instead). ``update: ppo`` trains
   the same modular agent with PPO's clipped surrogate (Schulman et al. 2017, eq. 7) instead.
-- Curriculum (``CurriculumTrainer``): tasks with sketch length ≤ ℓ_max; a round is
+- Curriculum (``modrl.curriculum.LengthCurriculum``): tasks with sketch length ≤ ℓ_max; a round is
   ``updates_per_round`` updates; the first round at a new ℓ_max samples tasks uniformly, later
   rounds ∝ 1 − success + 0.01; ℓ_max grows when every current task's success exceeds 0.8.
 
@@ -33,6 +33,7 @@ import torch
 
 from modrl.algorithm import OnPolicyAlgorithm, check_finite
 from modrl.controller import CallAndReturn
+from modrl.curriculum import LengthCurriculum
 from modrl.graphs import CapturedRegion
 from modrl.halting import Halting
 from modrl.inventory import Grouping, PolicyInventory, StackedMLP, ValueHeads, rows_by_module
@@ -267,13 +268,10 @@ class PolicySketches(OnPolicyAlgorithm):
         self.sketch_lists = [
             [int(m) for m in env.sketches[t, : int(env.sketch_lengths[t])].tolist()] for t in range(self.num_tasks)
         ]
-        # the curriculum, per run (the properties below read run 0's: the only one unless num_runs > 1)
-        self.split_tasks = (env.task_weights if R == 1 else env.task_weights[0]) > 0  # the split's tasks
-        self.run_allowed = torch.ones(R, self.num_tasks, dtype=torch.bool, device=dev)
-        self.run_max_length = [0 if cfg.curriculum else int(env.sketch_lengths.max())] * R  # _promote starts ℓ_max at 1
-        self.run_round_updates = [0] * R
-        self.run_success = torch.zeros(R, 2, self.num_tasks, dtype=torch.float64, device=dev)  # successes, episodes
-        self.run_last_success: list[torch.Tensor | None] = [None] * R  # per task, of the last round that ended
+        # the length curriculum, per run (the properties below read run 0's: the only one unless num_runs > 1);
+        # it starts each run at the split's shortest sketches
+        self.curriculum = LengthCurriculum(env, R, enabled=cfg.curriculum, updates_per_round=cfg.updates_per_round,
+                                           promote_threshold=cfg.promote_threshold)
         self.run_episodes = [0] * R
         self.run_done = [False] * R  # reached max_episodes (and handed to the trainer, see pop_finished_runs)
         self._finished_runs: list[int] = []
@@ -294,10 +292,7 @@ class PolicySketches(OnPolicyAlgorithm):
         # π₀ of new_module_prior: stop_bias, log-probabilities of the world actions and STOP
         self._prior_log_probs = torch.tensor([0.0] * self.stop_action + [cfg.stop_bias], device=dev).log_softmax(-1)
         self._graph = None  # the captured rollout (rollout_graph), made at the first update
-        if cfg.curriculum:
-            for r in range(R):
-                self._promote(r)
-            self._milestones = []  # the first level is where every run starts
+        self._set_entropy_coefs()
 
     def _load_modules(self, source: str) -> None:
         from pathlib import Path
@@ -324,24 +319,24 @@ class PolicySketches(OnPolicyAlgorithm):
     # run 0's curriculum state, under the names of a single run
     @property
     def max_length(self) -> int:
-        return self.run_max_length[0]
+        return self.curriculum.max_length[0]
 
     @property
     def allowed_tasks(self) -> torch.Tensor:
-        return self.run_allowed[0]
+        return self.curriculum.allowed[0]
 
     @property
     def round_updates(self) -> int:
-        return self.run_round_updates[0]
+        return self.curriculum.round_updates[0]
 
     @property
     def round_success(self) -> torch.Tensor:
         """[2, tasks]: the current round's successes and episodes per task (run 0's; a view)."""
-        return self.run_success[0]
+        return self.curriculum.success[0]
 
     @property
     def last_round_success(self) -> torch.Tensor | None:
-        return self.run_last_success[0]
+        return self.curriculum.last_success[0]
 
     @property
     def episodes(self) -> int:
@@ -358,26 +353,10 @@ class PolicySketches(OnPolicyAlgorithm):
             return min(self.run_episodes), self.cfg.max_episodes, "episode"
         return self._steps, self.total_env_steps, "step"
 
-    def _set_tasks(self, run: int, weights: torch.Tensor) -> None:
-        """Sample run ``run``'s next episodes' tasks ∝ ``weights``."""
-        if self.num_runs == 1:
-            self.env.set_task_distribution(weights)
-        else:
-            self.env.set_task_distribution(weights, group=run)
-
-    def _promote(self, run: int = 0) -> None:
-        """Raise ℓ_max until some task of the split fits (Craft has no length-1 task), and restart the round."""
-        split = self.split_tasks
-        lengths = self.env.sketch_lengths
-        length = self.run_max_length[run] + 1
-        while not bool((split & (lengths <= length)).any()):
-            length += 1
-        self.run_max_length[run] = length
-        self.run_allowed[run] = split & (lengths <= length)
-        self._set_tasks(run, self.run_allowed[run].float())
-        self.run_round_updates[run] = 0
-        self.run_success[run].zero_()
-        self._milestones.append(f"length_{length}" if self.num_runs == 1 else (run, f"length_{length}"))
+    def _promoted(self, run: int) -> None:
+        """What a promotion of run ``run``'s curriculum changes besides its tasks."""
+        self._milestones.append(f"length_{self.curriculum.max_length[run]}" if self.num_runs == 1
+                                else (run, f"length_{self.curriculum.max_length[run]}"))
         self._set_entropy_coefs()
         if self.cfg.restart_optimizer:  # moments and step counts start again (bias-corrected)
             if self.num_runs == 1:
@@ -388,18 +367,7 @@ class PolicySketches(OnPolicyAlgorithm):
     def entering_modules(self, run: int = 0) -> torch.Tensor:
         """Bool per module of run ``run``: used by the current level's sketches and by no shorter
         allowed one (all False at the first level, where no module has been trained yet)."""
-        lengths = self.env.sketch_lengths
-        allowed, max_length = self.run_allowed[run], self.run_max_length[run]
-
-        def used(tasks: torch.Tensor) -> torch.Tensor:
-            symbols = self.env.sketches[tasks].flatten()  # padded with −1
-            mask = torch.zeros(self.num_symbols, dtype=torch.bool, device=self.device)
-            return mask.index_fill_(0, symbols[symbols >= 0], True)
-
-        earlier = allowed & (lengths < max_length)
-        if not bool(earlier.any()):
-            return torch.zeros(self.num_symbols, dtype=torch.bool, device=self.device)
-        return used(allowed) & ~used(earlier)
+        return self.curriculum.entering(run, self.num_symbols)
 
     def _set_entropy_coefs(self) -> None:
         cfg = self.cfg
@@ -435,32 +403,11 @@ class PolicySketches(OnPolicyAlgorithm):
 
     def _curriculum_step(self) -> dict[str, float]:
         for r in range(self.num_runs):
-            self._curriculum_step_run(r)
+            if self.curriculum.end_update(r):
+                self._promoted(r)
         if self.num_runs == 1:
             return {"curriculum/max_length": float(self.max_length)} if self.cfg.curriculum and self.round_updates == 0 else {}
-        return {f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.run_max_length)}
-
-    def _curriculum_step_run(self, run: int) -> None:
-        cfg = self.cfg
-        self.run_round_updates[run] += 1
-        if self.run_round_updates[run] < cfg.updates_per_round:
-            return
-        if not cfg.curriculum:  # rounds still delimit the per-task success statistics
-            self.run_round_updates[run] = 0
-            self.run_success[run].zero_()
-            return
-        successes, episodes = self.run_success[run]
-        rate = torch.where(episodes > 0, successes / episodes.clamp_min(1), 0.0)
-        self.run_last_success[run] = torch.where(episodes > 0, rate, float("nan"))  # per task, NaN: not sampled
-        current = self.run_allowed[run] & (episodes > 0)
-        longest = int(self.env.sketch_lengths[self.split_tasks].max())
-        if bool(current.any()) and float(rate[current].min()) > cfg.promote_threshold and self.run_max_length[run] < longest:
-            self._promote(run)
-        else:  # the next round samples tasks ∝ 1 − success + 0.01
-            weights = torch.where(self.run_allowed[run], (1 - rate) + 0.01, 0.0)
-            self._set_tasks(run, weights.float())
-            self.run_round_updates[run] = 0
-            self.run_success[run].zero_()
+        return {f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.curriculum.max_length)}
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -593,8 +540,7 @@ class PolicySketches(OnPolicyAlgorithm):
                 break
         self._steps += int(buf["alive"].sum())  # env steps of the episodes that were running
         self.run_episodes[0] += n
-        self.round_success[0].index_add_(0, task, success.double())
-        self.round_success[1].index_add_(0, task, torch.ones(n, dtype=torch.float64, device=self.device))
+        self.curriculum.count(task, torch.ones(n, dtype=torch.bool, device=self.device), success)
         # one episode per env: count, return (= success: reward 1 only on success), length, success
         self.stats.add(n, success.double().sum(), buf["alive"].double().sum(), success.double().sum())
         length = t + 1
@@ -612,7 +558,7 @@ class PolicySketches(OnPolicyAlgorithm):
             buf = self._ticks()
         else:
             if self._graph is None:  # the state the ticks carry from one update to the next
-                holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs", "run_success")),
+                holders = [self.env, self.router, self.controller, self.metrics, self.stats, (self, ("obs",)), (self.curriculum, ("success",)),
                            *([self.subgoals] if self.subgoals is not None else [])]
                 self._graph = CapturedRegion(self._ticks, holders, [self.env.generator], emulate=self.cfg.rollout_graph == "emulate")
             buf = self._graph()
@@ -680,13 +626,7 @@ class PolicySketches(OnPolicyAlgorithm):
             buf["reward"][t], buf["ended"][t] = reward, done
             self.stats.update(info)
             ep = info["episode"]
-            if self.num_runs == 1:
-                self.round_success[0].index_add_(0, ep["task"], (done & ep["success"]).double())
-                self.round_success[1].index_add_(0, ep["task"], done.double())
-            else:  # run_success[run of the row, successes | episodes, task]
-                at = self.run_of_row * (2 * self.num_tasks) + ep["task"]
-                self.run_success.view(-1).index_add_(0, at, (done & ep["success"]).double())
-                self.run_success.view(-1).index_add_(0, at + self.num_tasks, done.double())
+            self.curriculum.count(ep["task"], done, ep["success"], self.run_of_row if self.num_runs > 1 else None)
             router.start(done, info["task"])  # the next episodes (autoreset) start their sketches
         self.obs = obs
         buf["next_value"] = self.policy["critics"](obs, self._critic_index(router.task, router.pointer))
@@ -906,19 +846,20 @@ class PolicySketches(OnPolicyAlgorithm):
         out["router/usage_matrix"] = self.metrics.usage_heatmap(summary, self.env.task_names)
         if self.subgoals is not None:  # per symbol, and with sketches per (task, step): subgoals/make[bed]/3_make1/…
             out.update(self.subgoals.summary(self.env.symbols, self.subgoal_slots(self.env)))
-        successes, episodes = self.run_success.sum(0)  # the current rounds, over the runs
+        round_success = self.curriculum.success
+        successes, episodes = round_success.sum(0)  # the current rounds, over the runs
         for t, name in enumerate(self.env.task_names):
             if float(episodes[t]) > 0:
                 out[f"tasks/{name}/success_rate"] = float(successes[t] / episodes[t])
         if self.num_runs > 1:  # and each run's
-            rates = (self.run_success[:, 0] / self.run_success[:, 1].clamp_min(1)).tolist()
-            counts = self.run_success[:, 1].tolist()
+            rates = (round_success[:, 0] / round_success[:, 1].clamp_min(1)).tolist()
+            counts = round_success[:, 1].tolist()
             for r in range(self.num_runs):
                 for t, name in enumerate(self.env.task_names):
                     if counts[r][t] > 0:
                         out[f"tasks/run_{r}/{name}/success_rate"] = rates[r][t]
-            out.update({f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.run_max_length)})
-        out["curriculum/max_length"] = float(min(self.run_max_length))  # of the run furthest behind
+            out.update({f"curriculum/run_{r}/max_length": float(m) for r, m in enumerate(self.curriculum.max_length)})
+        out["curriculum/max_length"] = float(min(self.curriculum.max_length))  # of the run furthest behind
         return out
 
     # ------------------------------------------------------------------ evaluation and checkpoints
@@ -934,10 +875,7 @@ class PolicySketches(OnPolicyAlgorithm):
         state = super().state_dict()
         one = self.num_runs == 1
         state.update(
-            max_length=self.max_length if one else list(self.run_max_length),
-            round_updates=self.round_updates if one else list(self.run_round_updates),
-            round_success=(self.round_success if one else self.run_success).clone(),
-            allowed_tasks=(self.allowed_tasks if one else self.run_allowed).clone(),
+            **self.curriculum.state_dict(),
             episodes=self.episodes if one else list(self.run_episodes), steps=self._steps,
             env_task_weights=self.env.task_weights.clone(),
             episodes_in_progress={"pointer": self.router.pointer.clone(), "task": self.router.task.clone(),
@@ -951,11 +889,8 @@ class PolicySketches(OnPolicyAlgorithm):
         super().load_state_dict(state)
         R = self.num_runs
         per_run = (lambda v: [int(x) for x in v]) if R > 1 else (lambda v: [int(v)])
-        self.run_max_length = per_run(state["max_length"])
-        self.run_round_updates = per_run(state["round_updates"])
+        self.curriculum.load_state_dict(state)
         self.run_episodes = per_run(state["episodes"])
-        self.run_success = state["round_success"].to(self.device).view(R, 2, self.num_tasks).clone()
-        self.run_allowed = state["allowed_tasks"].to(self.device).view(R, self.num_tasks).clone()
         # a run saved at its budget stays saved, unless the budget was raised since (it is saved again there)
         saved = state["runs_saved"] if R > 1 else [False]
         self.run_done = [bool(x) and 0 < self.cfg.max_episodes <= e for x, e in zip(saved, self.run_episodes)]
@@ -979,9 +914,8 @@ class PolicySketches(OnPolicyAlgorithm):
             policy[key] = value[run * size : (run + 1) * size].clone()
         weights = self.env.task_weights[run].clone()
         return {
-            "policy": policy, "iteration": self.iteration, "max_length": self.run_max_length[run],
-            "round_updates": self.run_round_updates[run], "round_success": self.run_success[run].clone(),
-            "allowed_tasks": self.run_allowed[run].clone(), "episodes": self.run_episodes[run], "steps": self._steps // R,
+            "policy": policy, "iteration": self.iteration, **self.curriculum.run_state_dict(run),
+            "episodes": self.run_episodes[run], "steps": self._steps // R,
             "env_task_weights": weights, "num_runs": R, "run": run,
         }
 

@@ -115,7 +115,7 @@ def test_the_captured_rollout_replays_the_eager_one_on_cuda(runs):
         state = {f"env.{k}": v for k, v in agent.env.state_dict().items() if isinstance(v, torch.Tensor)}
         state.update({f"buf.{k}": v for k, v in buf.items() if isinstance(v, torch.Tensor)})
         state.update(pointer=agent.router.pointer, task=agent.router.task, obs=agent.obs, active=agent.controller.active,
-                     usage=agent.metrics.usage, stats=agent.stats.totals, round_success=agent.run_success)
+                     usage=agent.metrics.usage, stats=agent.stats.totals, round_success=agent.curriculum.success)
         results[graph] = {k: v.cpu().clone() for k, v in state.items()}
         results[graph]["episodes"] = torch.tensor(agent.episodes)
     assert agent._graph.captures == 1

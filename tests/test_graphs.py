@@ -102,8 +102,8 @@ def _state(agent) -> dict:
         state.update({f"optimizer.{i}.{k}": v for k, v in slot.items()})
     state.update(pointer=agent.router.pointer, task=agent.router.task, obs=agent.obs, stats=agent.stats.totals,
                  usage=agent.metrics.usage, durations=agent.metrics.durations, runs=agent.metrics.module_runs,
-                 round_success=agent.run_success, episodes=agent.run_episodes, steps=agent.global_step,
-                 max_length=agent.run_max_length, rng=torch.get_rng_state(), subgoals=agent.subgoals.by_slot,
+                 round_success=agent.curriculum.success, episodes=agent.run_episodes, steps=agent.global_step,
+                 max_length=agent.curriculum.max_length, rng=torch.get_rng_state(), subgoals=agent.subgoals.by_slot,
                  subgoal_start=agent.subgoals.start)
     return state
 

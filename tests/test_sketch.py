@@ -149,7 +149,8 @@ def test_a_module_first_used_after_a_promotion_gets_bias_corrected_adam_steps(op
     agent.train_iteration()
     for state in agent.optimizer.state.values():  # as if ℓ_max 2 had lasted 1,000 updates
         state["step"].masked_fill_(state["step"] > 0, 1000.0)
-    agent._promote()
+    agent.curriculum.promote()
+    agent._promoted(0)
     bridge = TASKS.index("make[bridge]")
     only_bridge = torch.zeros(len(TASKS))
     only_bridge[bridge] = 1

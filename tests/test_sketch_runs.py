@@ -66,13 +66,13 @@ def test_a_runs_update_depends_on_its_own_rows_only(monkeypatch, sparse):
 def test_each_run_has_its_own_curriculum_and_optimizer_clock():
     agent = make(updates_per_round=1)
     agent.train_iteration()
-    assert agent.run_max_length == [2, 2]
-    agent.run_success[0] = torch.stack([torch.ones(len(TASKS)), torch.ones(len(TASKS))])  # run 0: every task solved
-    agent.run_success[1] = torch.stack([torch.zeros(len(TASKS)), torch.ones(len(TASKS))])  # run 1: none
-    agent.run_round_updates = [0, 0]
+    assert agent.curriculum.max_length == [2, 2]
+    agent.curriculum.success[0] = torch.stack([torch.ones(len(TASKS)), torch.ones(len(TASKS))])  # run 0: every task solved
+    agent.curriculum.success[1] = torch.stack([torch.zeros(len(TASKS)), torch.ones(len(TASKS))])  # run 1: none
+    agent.curriculum.round_updates = [0, 0]
     steps = [s["step"].flatten().tolist() for s in agent.optimizer.state.values()]
     agent._curriculum_step()
-    assert agent.run_max_length == [3, 2]
+    assert agent.curriculum.max_length == [3, 2]
     w = agent.env.task_weights
     assert float(w[0, TASKS.index("make[bridge]")]) > 0 and float(w[1, TASKS.index("make[bridge]")]) == 0
     M = agent.num_symbols
