@@ -25,7 +25,6 @@ on held-out sketches (``modrl eval RUN --split heldout``) chains the trained mod
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import Any, ClassVar, Literal
 

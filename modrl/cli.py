@@ -3,6 +3,7 @@
     modrl train [CONFIG.yaml] [--set key=value ...]    train (no CONFIG: the default job)
     modrl train --resume RUN_DIR                       continue a run from its latest checkpoint
     modrl eval RUN_DIR [--episodes N]                  evaluate a run's latest checkpoint
+    modrl table PATH ... [--split S] [--json]          several runs' evaluations, mean ± 95% CI
     modrl bench ENV_ID [--num-envs N] [--device D]     random-action env steps/s
     modrl list                                         environments, agents and configs
 """
@@ -22,6 +23,7 @@ import torch
 from modrl.algorithm import NonFiniteLossError
 from modrl.checkpoint import CheckpointError
 from modrl.config import RESUME_KEYS, ConfigError
+from modrl.tables import TableError
 from modrl.trainer import TrainingStopped
 from modrl.vec import EnvError
 
@@ -61,6 +63,17 @@ def cmd_eval(args) -> int:
         device=args.device,
     )
     print(json.dumps(result))
+    return 0
+
+
+def cmd_table(args) -> int:
+    from modrl.tables import find_runs, markdown_table, read_evaluations, summary
+
+    tables = read_evaluations(find_runs(args.paths), args.split)
+    if args.json:
+        print(json.dumps([summary(split, rows) for split, rows in tables.items()]))
+    else:
+        print("\n\n".join(markdown_table(split, rows) for split, rows in tables.items()))
     return 0
 
 
@@ -161,6 +174,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", help="override the run's device")
     p.set_defaults(fn=cmd_eval)
 
+    p = sub.add_parser("table", help="several runs' evaluations side by side, with the mean and its 95%% CI",
+                       description="Per-task success of each run's eval/<split>.json (written by `modrl eval`), one row "
+                       "per run, and the mean over runs with its 95%% Student-t interval, as a Markdown table.")
+    p.add_argument("paths", nargs="+", metavar="PATH", help="run directories, or folders searched for them (e.g. runs/)")
+    p.add_argument("--split", default=None, help="the evaluation to read (default: every split all the runs have)")
+    p.add_argument("--json", action="store_true", help="print the table as JSON instead")
+    p.set_defaults(fn=cmd_table)
+
     p = sub.add_parser("bench", help="random-action simulation steps/s of a batched env")
     p.add_argument("env_id")
     p.add_argument("--num-envs", type=int, default=4096)
@@ -174,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 #: bad input — a config, a checkpoint, an action, a missing file — reported in one line naming it
-USER_ERRORS = (ConfigError, CheckpointError, EnvError, FileNotFoundError, ValueError)
+USER_ERRORS = (ConfigError, CheckpointError, EnvError, TableError, FileNotFoundError, ValueError)
 
 
 @contextmanager

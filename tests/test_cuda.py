@@ -8,7 +8,6 @@ from pathlib import Path
 import pytest
 import torch
 
-from modrl.cli import main
 from modrl.envs.craft import CraftVectorEnv
 from modrl.envs.four_rooms import FourRoomsVectorEnv
 from modrl.envs.maze import MazeVectorEnv

@@ -157,7 +157,7 @@ def test_per_run_deliberation_costs_charge_each_run_its_own_eta():
         agent = make_agent(num_envs=6, steps=64, num_runs=3, num_options=2, deliberation_costs=costs)
         agent._rollout()
         rollouts[costs is None] = agent, {k: v.clone() for k, v in agent.buf.items()}, agent.targets()
-    (free, b0, t0), (charged, b1, t1) = rollouts[True], rollouts[False]
+    (_, b0, t0), (_, b1, t1) = rollouts[True], rollouts[False]
     assert torch.equal(b0["action"], b1["action"]) and torch.equal(b0["option"], b1["option"])
     eta = torch.tensor(etas)[torch.arange(6) % 3]
     charge = b0["reward"] - b1["reward"]  # [T, N]: η_r at a switch, 0 elsewhere

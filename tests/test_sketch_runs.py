@@ -30,7 +30,7 @@ def make(runs=2, envs_per_run=16, **cfg):
 
 
 def run_slices(agent, run):
-    M, H, R = agent.num_symbols, agent.critic_heads, agent.num_runs
+    M, H = agent.num_symbols, agent.critic_heads
     return {k: v[run * (M if k.startswith("subpolicies.") else H):][: (M if k.startswith("subpolicies.") else H)].clone()
             for k, v in agent.policy.state_dict().items()}
 

@@ -29,31 +29,18 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import multiprocessing
 import os
 import signal
-import statistics
 import sys
 import time
 from concurrent.futures import ProcessPoolExecutor, wait
 from pathlib import Path
 
 from modrl.config import load_config
+from modrl.tables import mean_ci
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
-#: two-sided 95% Student-t quantiles by degrees of freedom (normal beyond)
-T95 = {1: 12.706, 2: 4.303, 3: 3.182, 4: 2.776, 5: 2.571, 6: 2.447, 7: 2.365, 8: 2.306, 9: 2.262, 10: 2.228}
-
-
-def mean_ci(values: list[float]) -> tuple[float, float]:
-    """Mean and the half-width of its 95% t-interval over seeds (0 for a single seed)."""
-    mean = statistics.fmean(values)
-    if len(values) < 2:
-        return mean, 0.0
-    return mean, T95.get(len(values) - 1, 1.96) * statistics.stdev(values) / math.sqrt(len(values))
-
-
 def existing_run(cfg) -> Path | None:
     """The newest run directory under ``cfg``'s run root with its env, experiment and seed, the
     same env and agent settings (the episode budget aside) and a checkpoint, if any."""
