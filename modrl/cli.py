@@ -88,6 +88,9 @@ def bench_env(env_id: str, num_envs: int, device: str, steps: int, warmup: int =
 
     configure_cpu_allocator()
 
+    from modrl.trainer import registered_env_id
+
+    env_id = registered_env_id(env_id)
     if env_id not in gym.registry or gym.registry[env_id].vector_entry_point is None:
         raise ConfigError(f"unknown batched environment {env_id!r}; see `modrl list`")
     env = gym.make_vec(env_id, num_envs=num_envs, vectorization_mode="vector_entry_point", device=device)

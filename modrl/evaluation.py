@@ -156,7 +156,7 @@ def evaluate_run(
     ``eval/<split>/*`` scalars, print a summary, and return the results."""
     from torch.utils.tensorboard import SummaryWriter
 
-    from modrl.trainer import check_device, make_agent, make_env
+    from modrl.trainer import check_device, make_agent, make_env, registered_env_id
 
     if not isinstance(episodes, int) or episodes < 1:
         raise ValueError(f"episodes must be a positive int, got {episodes!r}")
@@ -177,7 +177,7 @@ def evaluate_run(
     if split != "train" or "split" in cfg.env.kwargs:
         import inspect
 
-        env_cls = gym.registry[cfg.env.id].vector_entry_point
+        env_cls = gym.registry[registered_env_id(cfg.env.id)].vector_entry_point
         if isinstance(env_cls, str):
             env_cls = gym.envs.registration.load_env_creator(env_cls)
         if "split" not in inspect.signature(env_cls).parameters:

@@ -12,6 +12,8 @@ it: an ordinary run directory (``config.yaml`` of a one-run agent, a checkpoint,
 
 from __future__ import annotations
 
+import importlib
+import os
 import random
 import shlex
 import signal
@@ -44,17 +46,38 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def registered_env_id(env_id: str) -> str:
+    """``env.id`` as registered. Gymnasium's ``"module:id"`` form (an env your own module registers,
+    e.g. ``lineworld:lineworld/LineWorld-v0``, docs/guide.md) imports ``module`` first — found on the
+    path or in the working directory — and names ``id``."""
+    if ":" not in env_id:
+        return env_id
+    module, name = env_id.split(":", 1)
+    if os.getcwd() not in sys.path:  # the `modrl` script, unlike `python -m`, does not look there
+        sys.path.append(os.getcwd())
+    try:
+        importlib.import_module(module)
+    except ModuleNotFoundError as e:
+        if e.name is None or not (module == e.name or module.startswith(e.name + ".")):
+            raise  # the module was found; something it imports was not
+        raise ConfigError(f"config key 'env.id': no module {module!r} to import (it should register {name!r}); "
+                          f"searched the Python path and {os.getcwd()}") from None
+    return name
+
+
 def make_env(env_cfg, device: str, num_envs: int | None = None, **overrides: Any):
     """The batched env of a config (``gymnasium.make_vec`` with the vector entry point)."""
-    if env_cfg.id not in gym.registry:
+    env_id = registered_env_id(env_cfg.id)
+    if env_id not in gym.registry:
         modrl_ids = [k for k in gym.registry if k.startswith("modrl/")]
-        raise ConfigError(f"config key 'env.id': unknown environment {env_cfg.id!r}; modrl envs: {', '.join(modrl_ids)}")
-    if gym.registry[env_cfg.id].vector_entry_point is None:
-        raise ConfigError(f"config key 'env.id': {env_cfg.id!r} has no batched (vector_entry_point) implementation")
+        raise ConfigError(f"config key 'env.id': unknown environment {env_id!r}; modrl envs: {', '.join(modrl_ids)} "
+                          "(an env of your own: 'module:id', the module registering it)")
+    if gym.registry[env_id].vector_entry_point is None:
+        raise ConfigError(f"config key 'env.id': {env_id!r} has no batched (vector_entry_point) implementation")
     kwargs = {**env_cfg.kwargs, **overrides}
     try:
         return gym.make_vec(
-            env_cfg.id,
+            env_id,
             num_envs=num_envs or env_cfg.num_envs,
             vectorization_mode="vector_entry_point",
             device=device,
@@ -75,7 +98,7 @@ def make_agent(cfg: RunConfig, env) -> OnPolicyAlgorithm:
 
 
 def run_dir_name(cfg: RunConfig) -> str:
-    env = cfg.env.id.split("/")[-1]
+    env = cfg.env.id.split(":")[-1].split("/")[-1]
     return f"{env}__{cfg.experiment}__{cfg.seed}__{int(time.time())}"
 
 
