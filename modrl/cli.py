@@ -2,7 +2,7 @@
 
     modrl train [CONFIG.yaml] [--set key=value ...]    train (no CONFIG: the default job)
     modrl train --resume RUN_DIR                       continue a run from its latest checkpoint
-    modrl eval RUN_DIR [--episodes N]                  evaluate a run's latest checkpoint
+    modrl eval RUN_DIR ... [--episodes N]              evaluate runs' latest checkpoints
     modrl table PATH ... [--split S] [--json]          several runs' evaluations, mean ± 95% CI
     modrl bench ENV_ID [--num-envs N] [--device D]     random-action env steps/s
     modrl list                                         environments, agents and configs
@@ -52,17 +52,32 @@ def cmd_train(args) -> int:
 
 
 def cmd_eval(args) -> int:
-    from modrl.evaluation import evaluate_run
+    from modrl.checkpoint import latest_checkpoint
+    from modrl.evaluation import evaluate_run, read_run_config
 
-    result = evaluate_run(
-        args.run_dir,
-        episodes=args.episodes,
-        split=args.split,
-        deterministic=args.deterministic,
-        checkpoint=args.checkpoint,
-        device=args.device,
-    )
-    print(json.dumps(result))
+    if args.checkpoint and len(args.run_dirs) > 1:
+        raise ConfigError("--checkpoint names one checkpoint file: evaluate one run with it")
+    for run_dir in args.run_dirs:  # every run readable before the first (long) evaluation
+        read_run_config(run_dir)
+        if not args.checkpoint:
+            latest_checkpoint(Path(run_dir))
+    results = []
+    for run_dir in args.run_dirs:
+        result = evaluate_run(
+            run_dir,
+            episodes=args.episodes,
+            split=args.split,
+            deterministic=args.deterministic,
+            checkpoint=args.checkpoint,
+            device=args.device,
+        )
+        print(json.dumps(result), flush=True)  # one line per run
+        results.append(result)
+    if len(results) > 1:  # side by side, as `modrl table` shows them
+        from modrl.tables import markdown_table, read_evaluations
+
+        for split, rows in read_evaluations([Path(r) for r in args.run_dirs], results[0]["split"]).items():
+            print(markdown_table(split, rows), file=sys.stderr)
     return 0
 
 
@@ -168,8 +183,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "(with --set, only the budget and progress display may change: " + ", ".join(RESUME_KEYS) + ")")
     p.set_defaults(fn=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint")
-    p.add_argument("run_dir")
+    p = sub.add_parser("eval", help="evaluate a run's latest checkpoint (or several runs', then a table of them)")
+    p.add_argument("run_dirs", nargs="+", metavar="RUN_DIR")
     p.add_argument("--episodes", type=int, default=1000)
     p.add_argument("--split", default=None, help="task split to evaluate on (default: the run's own; heldout: zero-shot on held-out sketches)")
     p.add_argument("--deterministic", action="store_true", help="greedy actions instead of sampled ones")

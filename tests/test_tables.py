@@ -45,7 +45,7 @@ def runs(tmp_path_factory):
 def test_table_of_evaluated_runs(runs, capsys):
     root, (a, b, unevaluated) = runs
     capsys.readouterr()
-    assert main(["table", str(a), str(b), "--json"]) == 0
+    assert main(["table", str(a), str(b), "--json", "--split", "train"]) == 0
     [table] = json.loads(capsys.readouterr().out)
     evals = [json.loads((r / "eval" / "train.json").read_text()) for r in (a, b)]
     assert table["split"] == "train" and [r["seed"] for r in table["runs"]] == [1, 2]
@@ -72,3 +72,19 @@ def test_table_errors_name_the_missing_evaluation(runs, capsys):
     assert "not a directory" in capsys.readouterr().err
     assert main(["table", str(a / "eval")]) == 2
     assert "no modrl run directory" in capsys.readouterr().err
+
+
+def test_eval_of_several_runs_prints_one_result_each_then_their_table(runs, capsys, tmp_path):
+    _, (a, b, _) = runs
+    capsys.readouterr()
+    assert main(["eval", str(a), str(b), "--episodes", "20", "--split", "heldout"]) == 0
+    out, err = capsys.readouterr()
+    lines = [json.loads(line) for line in out.splitlines()]
+    assert [r["split"] for r in lines] == ["heldout", "heldout"] and all(r["episodes"] == 20 for r in lines)
+    assert "`heldout`: 2 run(s)" in err and "| **mean ± 95% CI** (2 runs)" in err and "make[bed]" in err
+    # a bad run among them is named before any evaluation runs
+    assert main(["eval", str(a), str(tmp_path / "nope"), "--episodes", "20"]) == 2
+    out, err = capsys.readouterr()
+    assert out == "" and "nope" in err
+    assert main(["eval", str(a), str(b), "--checkpoint", "x.pt"]) == 2
+    assert "evaluate one run with it" in capsys.readouterr().err
