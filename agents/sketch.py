@@ -68,6 +68,10 @@ class SketchConfig:
     with probability 1/6 per tick, walks of ~5 ticks (docs/results.md: get_gem, never reaching its
     gem). ``stop_bias``: −KL(π‖π₀) instead, π₀ the policy of the initial biases (moves uniform,
     STOP with probability e^b / (A + e^b), b = ``stop_bias``: 1% on Craft)."""
+    new_module_first_level: bool = False
+    """Not in the paper. With ``new_module_entropy``: the first level's modules count as entering too
+    (until the first promotion). On Maze every module enters at the first level, where the no-op
+    module (one that STOPs at once while a neighbour does its job) appears (docs/results.md)."""
     hidden_size: int = 128
     stop_bias: float = -3.0
     max_subtask_steps: int = 15
@@ -213,6 +217,8 @@ class PolicySketches(OnPolicyAlgorithm):
         if cfg.new_module_entropy is not None and (self.joint or not cfg.curriculum):
             raise ValueError("new_module_entropy needs modules: per_symbol and curriculum: true (it applies to the "
                              "modules each promotion brings in)")
+        if cfg.new_module_first_level and cfg.new_module_entropy is None:
+            raise ValueError("new_module_first_level needs new_module_entropy (its coefficient)")
         if cfg.new_module_prior != "uniform" and cfg.new_module_entropy is None:
             raise ValueError(f"new_module_prior: {cfg.new_module_prior} needs new_module_entropy (its coefficient)")
         if cfg.rollout_steps < 0:
@@ -366,7 +372,7 @@ class PolicySketches(OnPolicyAlgorithm):
     def entering_modules(self, run: int = 0) -> torch.Tensor:
         """Bool per module of run ``run``: used by the current level's sketches and by no shorter
         allowed one (all False at the first level, where no module has been trained yet)."""
-        return self.curriculum.entering(run, self.num_symbols)
+        return self.curriculum.entering(run, self.num_symbols, first_level=self.cfg.new_module_first_level)
 
     def _set_entropy_coefs(self) -> None:
         cfg = self.cfg

@@ -102,9 +102,10 @@ class LengthCurriculum:
         self.success[run].zero_()
         return False
 
-    def entering(self, run: int, num_symbols: int) -> torch.Tensor:
+    def entering(self, run: int, num_symbols: int, *, first_level: bool = False) -> torch.Tensor:
         """Bool per symbol: used by run ``run``'s current level's sketches and by no shorter allowed
-        one (the modules this level brings in; all False at the first level, where none is trained)."""
+        one (the modules this level brings in). At the first level, where none is trained yet: all
+        False, or with ``first_level`` every symbol the level uses."""
         lengths, sketches = self.env.sketch_lengths, self.env.sketches
         allowed, dev = self.allowed[run], self.allowed.device
 
@@ -114,7 +115,7 @@ class LengthCurriculum:
 
         earlier = allowed & (lengths < self.max_length[run])
         if not bool(earlier.any()):
-            return torch.zeros(num_symbols, dtype=torch.bool, device=dev)
+            return used(allowed) if first_level else torch.zeros(num_symbols, dtype=torch.bool, device=dev)
         return used(allowed) & ~used(earlier)
 
     # ------------------------------------------------------------------ checkpoints

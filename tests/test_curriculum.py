@@ -66,6 +66,8 @@ def test_the_longest_split_sketch_is_the_last_level_and_modules_enter_per_level(
     split = {t for t in TASKS if t not in ("make[bed]", "make[axe]")}
     M = len(env.symbols)
     assert not bool(cur.entering(0, M).any())  # the first level: no trained module beside its modules
+    first = {env.symbols[i] for i in torch.nonzero(cur.entering(0, M, first_level=True)).flatten().tolist()}
+    assert first == {"get_wood", "get_grass", "make0", "make1", "make2"}  # new_module_first_level: all of them
 
     def sampled_round():
         return end_round(cur, {TASKS[i]: 0.0 for i in torch.nonzero(cur.allowed[0]).flatten().tolist()})
