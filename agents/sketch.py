@@ -71,7 +71,9 @@ class SketchConfig:
     new_module_first_level: bool = False
     """Not in the paper. With ``new_module_entropy``: the first level's modules count as entering too
     (until the first promotion). On Maze every module enters at the first level, where the no-op
-    module (one that STOPs at once while a neighbour does its job) appears (docs/results.md)."""
+    module (one that STOPs at once while a neighbour does its job) appears: with coefficient 0.003 and
+    ``new_module_prior: stop_bias`` five runs reach 0.743 ± 0.039 against 0.543 ± 0.068 without it;
+    0.01 stops learning (``configs/maze_sketch_prior.yaml``, docs/results.md)."""
     hidden_size: int = 128
     stop_bias: float = -3.0
     max_subtask_steps: int = 15
